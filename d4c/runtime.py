@@ -1,0 +1,33 @@
+"""Process-wide runtime helpers: seeding and device selection."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+from d4c.errors import D4CError
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python's ``random``, NumPy and torch (CPU and every CUDA device)."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+    os.environ.setdefault("PYTHONHASHSEED", str(seed))
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """Return the torch device for ``--device``: ``auto`` picks CUDA when available, else the CPU."""
+    if name not in DEVICE_CHOICES and not name.startswith("cuda:"):
+        raise D4CError(f"--device must be one of {', '.join(DEVICE_CHOICES)} or cuda:N, got {name!r}.")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise D4CError(f"--device {name} was requested but no CUDA device is available on this machine.")
+    return torch.device(name)
