@@ -1,0 +1,108 @@
+"""Evaluation and calibration datasets by ``--dataset`` name.
+
+``cifar10``, ``cifar100`` and ``imagenet1k`` come from ``clip_benchmark``'s ``build_dataset``
+(its class names and zero-shot templates included), read from ``--dataset_root``; ``digits`` is
+the offline dataset of :mod:`d4c.data.digits`. Before anything is read the root is checked, so a
+missing or incomplete folder stops with one sentence describing the expected layout. Files that
+are present are never downloaded again; CIFAR is downloaded only into a root that has none of
+its files and only when the network is allowed (``D4C_OFFLINE`` unset).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+from torch.utils.data import Dataset
+
+from d4c.data.digits import DigitsDataset
+from d4c.errors import D4CError
+
+SPLITS = ("train", "test")
+
+_CIFAR_FILES = {
+    "cifar10": ("cifar-10-batches-py", ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4",
+                                         "data_batch_5", "test_batch", "batches.meta"]),
+    "cifar100": ("cifar-100-python", ["train", "test", "meta"]),
+}
+
+DATASET_LAYOUTS = {
+    "cifar10": "ROOT/cifar-10-batches-py/ holding data_batch_1..5, test_batch and batches.meta (the CIFAR-10 python version)",
+    "cifar100": "ROOT/cifar-100-python/ holding train, test and meta (the CIFAR-100 python version)",
+    "imagenet1k": "ROOT/meta.bin (or ILSVRC2012_devkit_t12.tar.gz) and ROOT/val/<wnid>/ (ROOT/train/<wnid>/ for the train split) class folders",
+    "digits": "nothing: it ships with scikit-learn",
+}
+
+DATASET_NAMES = tuple(DATASET_LAYOUTS)
+
+
+def _offline() -> bool:
+    from d4c.models.loading import offline
+
+    return offline()
+
+
+def _check_cifar(name: str, root: Path) -> bool:
+    """Validate a CIFAR root; return True if its files are present, False if none are (download)."""
+    folder, files = _CIFAR_FILES[name]
+    missing = [f for f in files if not (root / folder / f).is_file()]
+    if not missing:
+        return True
+    if len(missing) < len(files):
+        raise D4CError(f"--dataset_root {root} is incomplete for {name} (missing {', '.join(missing)}): "
+                       f"expected {DATASET_LAYOUTS[name].replace('ROOT', str(root))}.")
+    if _offline():
+        raise D4CError(f"--dataset_root {root} holds no {name} files and downloads are disabled (D4C_OFFLINE): "
+                       f"expected {DATASET_LAYOUTS[name].replace('ROOT', str(root))}.")
+    return False
+
+
+def _check_imagenet(root: Path, split: str) -> None:
+    folder = "train" if split == "train" else "val"
+    has_meta = (root / "meta.bin").is_file() or (root / "ILSVRC2012_devkit_t12.tar.gz").is_file()
+    split_dir = root / folder
+    has_split = (split_dir.is_dir() and any(p.is_dir() for p in split_dir.iterdir())) or \
+        (root / f"ILSVRC2012_img_{folder}.tar").is_file()
+    if not (has_meta and has_split):
+        what = "meta.bin" if not has_meta else f"{folder}/ class folders"
+        raise D4CError(f"--dataset_root {root} is missing {what} for imagenet1k: expected "
+                       f"{DATASET_LAYOUTS['imagenet1k'].replace('ROOT', str(root))}.")
+
+
+def check_dataset(name: str, root: str | None, split: str) -> None:
+    """Raise a one-sentence :class:`D4CError` unless ``name``/``root``/``split`` can be loaded."""
+    if name not in DATASET_NAMES:
+        raise D4CError(f"--dataset {name} is not supported; choose one of {', '.join(DATASET_NAMES)}.")
+    if split not in SPLITS:
+        raise D4CError(f"Split {split!r} of {name} does not exist; choose train or test.")
+    if name == "digits":
+        return
+    if not root:
+        raise D4CError(f"--dataset_root is required for {name}: expected {DATASET_LAYOUTS[name]}.")
+    root_path = Path(root)
+    if name in _CIFAR_FILES:
+        if root_path.exists() and not root_path.is_dir():
+            raise D4CError(f"--dataset_root {root} is a file, expected a folder with {DATASET_LAYOUTS[name]}.")
+        _check_cifar(name, root_path)
+    elif name == "imagenet1k":
+        if not root_path.is_dir():
+            raise D4CError(f"--dataset_root {root} does not exist: expected {DATASET_LAYOUTS[name].replace('ROOT', root)}.")
+        _check_imagenet(root_path, split)
+
+
+def build_dataset(name: str, root: str | None, split: str, transform: Callable | None) -> Dataset:
+    """The ``split`` of dataset ``name`` with ``classes`` and ``templates`` attributes."""
+    check_dataset(name, root, split)
+    if name == "digits":
+        return DigitsDataset(split, transform)
+    from clip_benchmark.datasets.builder import build_dataset as clip_benchmark_build
+
+    download = name in _CIFAR_FILES and not _check_cifar(name, Path(root))
+    try:
+        return clip_benchmark_build(name, root=os.fspath(root), transform=transform, split=split, download=download)
+    except (RuntimeError, OSError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        action = "could not be downloaded" if download else "could not be read"
+        raise D4CError(f"{name} in --dataset_root {root} {action} ({reason}): expected "
+                       f"{DATASET_LAYOUTS[name].replace('ROOT', str(root))}.") from None
