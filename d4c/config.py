@@ -1,0 +1,150 @@
+"""The typed run configuration: what the command-line flags mean, checked once.
+
+Data flows one way: flags (``d4c.cli``) -> :class:`RunConfig` -> pipeline stages
+(``d4c.pipeline``) -> result file. Every field is named and defaulted as the paper's flag.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from argparse import Namespace
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from d4c.errors import D4CError
+
+PACKAGE_ROOT = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE_ROOT.parent
+
+DEFAULT_CUSTOM_FILE = "./d4c/template/custom_classnames_templates.json"
+DEFAULT_Q_CONFIG = "./exp/config66.yaml"
+GEN_METHODS = ("d4c", "baseline")
+D4C_CONFIGS = (0, 1, 2, 3)
+
+
+def resolve_resource(path: str) -> Path:
+    """``path`` as given if it exists; else, for a relative path, the same path under the repository root.
+
+    The paper's defaults (``./exp/config66.yaml``, ``./d4c/template/...``) are relative to the
+    repository root; this lets ``d4c-quant`` find them from any working directory.
+    """
+    candidate = Path(path).expanduser()
+    if candidate.exists() or candidate.is_absolute():
+        return candidate
+    fallback = REPO_ROOT / candidate
+    return fallback if fallback.exists() else candidate
+
+
+@dataclass
+class RunConfig:
+    """One run of the pipeline; see ``d4c-quant --help`` for each flag's meaning."""
+
+    # data
+    dataset: str = "cifar10"
+    """Evaluation dataset: cifar10, cifar100, imagenet1k or the offline digits."""
+    dataset_root: str | None = None
+    """Folder holding the dataset (clip_benchmark's layout)."""
+    split: str = "test"
+    """Split that is evaluated."""
+    train_split: str = "train"
+    """Split real calibration images are drawn from (real-data PTQ)."""
+    # model
+    model: str = "ViT-B/32"
+    """OpenAI CLIP name, offline zoo name, random:<architecture> or a checkpoint path."""
+    model_cache_dir: str | None = None
+    """Where named OpenAI checkpoints are looked up and downloaded (clip's default when None)."""
+    device: str = "auto"
+    """auto (CUDA when available), cpu, cuda or cuda:N."""
+    # quantization
+    fp_model: bool = False
+    """Evaluate the full-precision model; no quantization."""
+    q_config: str = DEFAULT_Q_CONFIG
+    """Quantization YAML (bit widths, quantizers, observers, calibration and reconstruction settings)."""
+    recon: bool = False
+    """Run block reconstruction after calibration."""
+    # data-free calibration
+    dfq: bool = False
+    """Calibrate on synthetic images instead of real training images."""
+    gen_img: bool = False
+    """With --dfq, optimise the pseudo images (otherwise they stay Gaussian noise)."""
+    gen_method: str = "d4c"
+    """Pseudo-image method: d4c, or baseline (BNS for ResNets, PSE for ViTs)."""
+    d4c_config: int = 3
+    """D4C ablation: 0 PGSI, 1 PGSI+SCG, 2 PGSI+PAE, 3 PGSI+SCG+PAE."""
+    custom_file: str = DEFAULT_CUSTOM_FILE
+    """JSON with generic class names and generation templates (PGSI prompts)."""
+    gen_batch_size: int = 16
+    """Mini-batch size of pseudo-image generation."""
+    gen_lr: float = 0.01
+    """Adam learning rate of the pseudo-image pixels."""
+    gen_iter: int = 3000
+    """Outer iterations of pseudo-image generation."""
+    img_path: str | None = None
+    """Folder to save the pseudo images to as PNG."""
+    # evaluation and output
+    seed: int = 0
+    """Seed of torch, numpy and python's random."""
+    batch_size: int = 64
+    """Evaluation batch size."""
+    num_workers: int = 4
+    """Evaluation data-loader workers."""
+    output: str = "result.json"
+    """Result file; may contain {dataset}, {model}, {task}, {method}, {q_config}, {seed}, {recon}."""
+    skip_existing: bool = False
+    """Skip the run when the result file already exists."""
+    no_amp: bool = False
+    """Disable autocast during evaluation (it is only ever used on CUDA)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Flags added by later stages that this class does not name (kept for the result file)."""
+
+    @classmethod
+    def from_namespace(cls, args: Namespace) -> "RunConfig":
+        """Build and validate a config from parsed flags."""
+        values = vars(args).copy()
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        known = {k: values.pop(k) for k in list(values) if k in names}
+        config = cls(**known, extra=values)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Raise a one-sentence :class:`D4CError` for values no stage could use."""
+        positive = {"gen_batch_size": self.gen_batch_size, "gen_iter": self.gen_iter,
+                    "batch_size": self.batch_size, "gen_lr": self.gen_lr}
+        for name, value in positive.items():
+            if not value > 0:
+                raise D4CError(f"--{name} must be positive, got {value}.")
+        if self.num_workers < 0:
+            raise D4CError(f"--num_workers must be 0 or more, got {self.num_workers}.")
+        if self.gen_method not in GEN_METHODS:
+            raise D4CError(f"--gen_method must be one of {', '.join(GEN_METHODS)}, got {self.gen_method!r}.")
+        if self.d4c_config not in D4C_CONFIGS:
+            raise D4CError(f"--d4c_config must be one of 0, 1, 2, 3, got {self.d4c_config}.")
+        if self.gen_img and not self.dfq:
+            raise D4CError("--gen_img only applies to data-free calibration: add --dfq or drop --gen_img.")
+
+    @property
+    def method(self) -> str:
+        """The paper-table row of this run: fp, real, gaussian, baseline or d4c0..d4c3."""
+        if self.fp_model:
+            return "fp"
+        if not self.dfq:
+            return "real"
+        if not self.gen_img:
+            return "gaussian"
+        return "baseline" if self.gen_method == "baseline" else f"d4c{self.d4c_config}"
+
+    def as_flags(self) -> dict[str, Any]:
+        """Every flag and its value, for the result file."""
+        flags = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        flags.update(self.extra)
+        return flags
+
+
+def slug(text: str) -> str:
+    """A file-name-safe version of a model or file name (``ViT-B/32`` -> ``ViT-B-32``)."""
+    if Path(text).suffix in (".pt", ".pth", ".bin"):
+        text = Path(text).stem
+    return re.sub(r"[^A-Za-z0-9_.@-]+", "-", text).strip("-")

@@ -1,0 +1,1 @@
+"""The paper's entry point, ``python d4c/solver/test_quant.py``."""
