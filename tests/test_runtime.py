@@ -1,0 +1,58 @@
+"""Seeding and device selection."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from d4c.errors import D4CError
+from d4c.io import atomic_path, write_json
+from d4c.runtime import resolve_device, seed_everything
+
+
+def _draw():
+    return random.random(), float(np.random.rand()), float(torch.rand(()))
+
+
+def test_seed_everything_seeds_python_numpy_and_torch():
+    seed_everything(123)
+    first = _draw()
+    seed_everything(123)
+    assert _draw() == first
+    seed_everything(124)
+    assert all(a != b for a, b in zip(_draw(), first))
+
+
+def test_resolve_device():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(D4CError, match="--device"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(D4CError, match="no CUDA device"):
+            resolve_device("cuda")
+
+
+def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
+    path = tmp_path / "result.json"
+    write_json(path, {"a": 1})
+    with pytest.raises(RuntimeError):
+        with atomic_path(path) as tmp:
+            tmp.write_text("half a fi")
+            raise RuntimeError("crash mid-write")
+    assert path.read_text().strip().startswith("{") and '"a": 1' in path.read_text()
+    assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
+
+
+def test_atomic_writes_respect_the_umask(tmp_path):
+    import os
+    import stat
+
+    path = tmp_path / "out.json"
+    write_json(path, {})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
