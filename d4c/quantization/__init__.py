@@ -1,0 +1,1 @@
+"""Quantization: integer grids and fake quantization, observers, quantizers, quantized CLIP."""

@@ -1,0 +1,102 @@
+"""The MSE range search of MSEObserver (SPEC 4.2): the reference loop and the search used in calibration.
+
+The objective is the mean ``|x - fake_quant(x)|^p`` (``p = 2.4``) of the candidate range, per
+tensor or per channel. Candidates, as in the reference implementation (QDrop's observer):
+
+* **1-D** (one-sided data, or a symmetric grid): ``thres_i = xrange / num * i`` for
+  ``i = 1..num`` with ``xrange = max(|min|, max)``; the range is ``[-thres, thres]``, with the
+  empty side set to 0 for one-sided data (``[0, thres]`` for non-negative data);
+* **2-D** (two-sided data, asymmetric grid): width ``w_i = (max - min) / num * i`` for
+  ``i = 1..num`` times every zero point ``zp`` of the grid: ``delta = w_i / (qmax - qmin)``,
+  range ``[-zp * delta, w_i - zp * delta]``. For 8 bits that is 100 x 256 = 25,600 candidates.
+
+The first candidate with the strictly smallest error wins (ties keep the earlier one).
+:func:`brute_force_search` is that loop, one full-tensor pass per candidate; it is the
+reference every faster search must reproduce. :func:`search_range` is what observers call.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from d4c.quantization.qparams import calculate_qparams, channels_first, fake_quantize
+
+DEFAULT_P = 2.4
+DEFAULT_NUM = 100
+
+
+def data_sidedness(x_min: torch.Tensor, x_max: torch.Tensor) -> str:
+    """``'pos'`` for non-negative data, ``'neg'`` for non-positive data, ``'no'`` otherwise."""
+    if bool((x_min >= 0).all()):
+        return "pos"
+    if bool((x_max <= 0).all()):
+        return "neg"
+    return "no"
+
+
+def _candidate_error(xc: torch.Tensor, new_min: torch.Tensor, new_max: torch.Tensor, qmin: int, qmax: int,
+                     symmetric: bool, p: float) -> torch.Tensor:
+    scale, zero_point = calculate_qparams(new_min, new_max, qmin, qmax, symmetric)
+    x_hat = fake_quantize(xc, scale[:, None], zero_point[:, None], qmin, qmax)
+    return (xc - x_hat).abs().pow(p).mean(1)
+
+
+@torch.no_grad()
+def brute_force_search(x: torch.Tensor, qmin: int, qmax: int, symmetric: bool, ch_axis: int = -1,
+                       p: float = DEFAULT_P, num: int = DEFAULT_NUM, sidedness: str | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference search: ``(best_min, best_max)``, scalars or one per channel along ``ch_axis``.
+
+    ``sidedness`` overrides the detection from ``x`` (an observer fixes it on its first batch).
+    """
+    xc = channels_first(x.detach().float(), ch_axis)
+    x_min, x_max = xc.min(1).values, xc.max(1).values
+    side = sidedness or data_sidedness(x_min, x_max)
+    best_score = torch.full_like(x_min, float("inf"))
+    best_min, best_max = x_min.clone(), x_max.clone()
+
+    def consider(new_min: torch.Tensor, new_max: torch.Tensor) -> None:
+        score = _candidate_error(xc, new_min, new_max, qmin, qmax, symmetric, p)
+        better = score < best_score
+        best_score.copy_(torch.where(better, score, best_score))
+        best_min.copy_(torch.where(better, new_min, best_min))
+        best_max.copy_(torch.where(better, new_max, best_max))
+
+    if symmetric or side != "no":
+        xrange = torch.maximum(x_min.abs(), x_max)
+        for i in range(1, num + 1):
+            thres = xrange / num * i
+            new_min = torch.zeros_like(x_min) if side == "pos" else -thres
+            new_max = torch.zeros_like(x_max) if side == "neg" else thres
+            consider(new_min, new_max)
+    else:
+        xrange = x_max - x_min
+        for i in range(1, num + 1):
+            tmp_max = xrange / num * i
+            delta = tmp_max / float(qmax - qmin)
+            for zp in range(qmin, qmax + 1):
+                consider(-zp * delta, tmp_max - zp * delta)
+
+    if ch_axis < 0:
+        return best_min[0], best_max[0]
+    return best_min, best_max
+
+
+def search_range(x: torch.Tensor, qmin: int, qmax: int, symmetric: bool, ch_axis: int = -1,
+                 p: float = DEFAULT_P, num: int = DEFAULT_NUM, sidedness: str | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The MSE-optimal range observers use; same contract and result as :func:`brute_force_search`."""
+    # Placeholder until the vectorised search lands: correct, but one pass per candidate.
+    return brute_force_search(x, qmin, qmax, symmetric, ch_axis, p, num, sidedness)
+
+
+def golden_section_search(x: torch.Tensor, qmin: int, qmax: int, symmetric: bool, ch_axis: int = -1,
+                          p: float = DEFAULT_P, sidedness: str | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """MSEFastObserver's search: the same objective minimised by bounded scalar searches.
+
+    Approximate by design (no grid): it trades the exhaustive candidates for a few dozen
+    objective evaluations. Same contract as :func:`search_range`.
+    """
+    # Placeholder until the golden-section search lands: the exhaustive search is a valid stand-in.
+    return search_range(x, qmin, qmax, symmetric, ch_axis, p, DEFAULT_NUM, sidedness)
