@@ -1,0 +1,1 @@
+"""Makes this checkout's `d4c` importable in tests without installing it."""

@@ -1,0 +1,44 @@
+"""Shared fixtures: tiny models, no network."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import d4c  # noqa: F401  (silences clip's pkg_resources notice before clip is imported)
+from d4c.models.architectures import ClipArchitecture
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TEST_QUANT = REPO_ROOT / "d4c" / "solver" / "test_quant.py"
+
+# Smallest shapes clip.model.build_model can rebuild from a state dict (heads = width // 64).
+MICRO_VIT = ClipArchitecture(32, 32, 1, 64, 16, 64, 1)
+MICRO_RN = ClipArchitecture(32, 32, (1, 1, 1, 1), 4, None, 64, 1)
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    """No test may reach the network: every download attempt is refused up front."""
+    monkeypatch.setenv("D4C_OFFLINE", "1")
+
+
+@pytest.fixture
+def micro_vit() -> torch.nn.Module:
+    return MICRO_VIT.build(seed=0)
+
+
+@pytest.fixture
+def micro_rn() -> torch.nn.Module:
+    return MICRO_RN.build(seed=0)
+
+
+def run_cli(*args: str, cwd: Path = REPO_ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the paper's entry point in a subprocess, offline."""
+    full_env = {**os.environ, "D4C_OFFLINE": "1", **(env or {})}
+    return subprocess.run([sys.executable, str(TEST_QUANT), *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=300)
