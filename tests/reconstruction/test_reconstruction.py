@@ -1,0 +1,142 @@
+"""Block reconstruction: units and order, schedule, what is optimised, QDrop, hardening, and that it helps."""
+
+from __future__ import annotations
+
+import copy
+
+import clip
+import pytest
+import torch
+from clip.model import Bottleneck
+
+from d4c.quantization.calibration import calibrate
+from d4c.quantization.fake_quant import AdaRoundFakeQuantize
+from d4c.quantization.qconfig import load_qconfig
+from d4c.quantization.quant_clip import disable_quantization, quantize_clip, quantized_layers
+from d4c.reconstruction import reconstruct
+from d4c.reconstruction.reconstruct import rounding_exponent
+from d4c.reconstruction.units import encoder_plans
+
+TEXTS = [f"a photo of a {c} number {i}." for i in range(16) for c in ("small", "large")]
+
+
+def _calibrated(model, config_path, n_images=16, seed=0):
+    torch.manual_seed(seed)
+    qconfig = load_qconfig(config_path)
+    fp = copy.deepcopy(model)
+    res = model.visual.input_resolution
+    images = torch.randn(n_images, 3, res, res)
+    tokens = clip.tokenize(TEXTS)
+    quantize_clip(model, qconfig)
+    calibrate(model, images, tokens, progress=False)
+    return model, fp, qconfig, images, tokens
+
+
+def test_rounding_exponent_schedule():
+    assert rounding_exponent(0, 100, 0.2, (20, 2)) is None
+    assert rounding_exponent(19, 100, 0.2, (20, 2)) is None
+    assert rounding_exponent(20, 100, 0.2, (20, 2)) == pytest.approx(20)
+    assert rounding_exponent(60, 100, 0.2, (20, 2)) == pytest.approx(11)
+    assert rounding_exponent(100, 100, 0.2, (20, 2)) == pytest.approx(2)
+    assert rounding_exponent(0, 10, 0.0, (20, 2)) == pytest.approx(20)
+
+
+def test_units_and_their_order(micro_vit, micro_rn, fast_qconfig):
+    qconfig = load_qconfig(fast_qconfig("config48"))
+    vit_plans = encoder_plans(quantize_clip(micro_vit, qconfig))
+    assert [p.name for p in vit_plans] == ["visual", "text"]
+    assert [u.name for u in vit_plans[0].units] == [
+        f"visual.transformer.resblocks.0.{m}" for m in
+        ("attn.q_proj", "attn.k_proj", "attn.v_proj", "attn.core", "mlp.c_fc", "mlp.c_proj")]
+    assert vit_plans[1].units[0].name == "transformer.resblocks.0.attn.q_proj"
+    rn_plans = encoder_plans(quantize_clip(micro_rn, qconfig))
+    names = [u.name for u in rn_plans[0].units]
+    assert names[:4] == ["visual.layer1.0", "visual.layer2.0", "visual.layer3.0", "visual.layer4.0"]
+    assert names[4:] == [f"visual.attnpool.{p}" for p in ("q_proj", "k_proj", "v_proj", "core")]
+    # every quantized layer belongs to exactly one unit
+    covered = [name for plan in rn_plans for unit in plan.units for name, _ in quantized_layers(micro_rn)
+               if name == unit.name or name.startswith(unit.name + ".")]
+    assert sorted(covered) == sorted(name for name, _ in quantized_layers(micro_rn))
+
+
+@torch.no_grad()
+def _feature_error(model, fp, images, tokens):
+    errs = []
+    for q_out, fp_out in ((model.encode_image(images), fp.encode_image(images)),
+                          (model.encode_text(tokens), fp.encode_text(tokens))):
+        errs.append(((q_out - fp_out).norm() / fp_out.norm()).item())
+    return errs
+
+
+@pytest.mark.parametrize("arch", ["micro_vit", "micro_rn"])
+def test_short_reconstruction_lowers_the_error(arch, request, fast_qconfig):
+    model = request.getfixturevalue(arch)
+    for module in model.visual.modules():  # CLIP zero-initialises bn3: make the Bottleneck convs matter
+        if isinstance(module, Bottleneck):
+            torch.nn.init.uniform_(module.bn3.weight, 0.5, 1.0)
+    model, fp, qconfig, images, tokens = _calibrated(model, fast_qconfig("config44"))
+    before = _feature_error(model, fp, images, tokens)
+    recon = qconfig.recon.__class__(**{**qconfig.recon.__dict__, "iters": 200, "visual_batch_size": 8})
+    reports = reconstruct(model, images, tokens, recon, "cpu", progress=False, encoders=("visual",))
+    after = _feature_error(model, fp, images, tokens)
+    assert after[0] < before[0], (before, after)
+    assert after[1] == before[1]  # the text encoder was not reconstructed
+    improved = [r.error_after < r.error_before for r in reports]
+    assert sum(improved) >= 0.75 * len(reports), [(r.name, r.error_before, r.error_after) for r in reports]
+    assert all(r.iters == 200 for r in reports)
+
+
+def test_only_rounding_and_scales_are_optimised_and_state_is_reset(micro_vit, fast_qconfig):
+    model, _, qconfig, images, tokens = _calibrated(micro_vit, fast_qconfig("config44", recon={"drop_prob": 0.5}))
+    seen: dict[str, set] = {}
+    drops: dict[str, float] = {}
+    unit_names = [u.name for plan in encoder_plans(model) for u in plan.units]
+
+    def spy(name):
+        def hook(module, _args):
+            if torch.is_grad_enabled():
+                seen[name] = {n for n, p in model.named_parameters() if p.requires_grad}
+                quantizer = module.input_quantizer if hasattr(module, "input_quantizer") else module.q_quantizer
+                drops[name] = quantizer.drop_prob
+        return hook
+
+    handles = [model.get_submodule(n).register_forward_pre_hook(spy(n)) for n in unit_names]
+    recon = qconfig.recon.__class__(**{**qconfig.recon.__dict__, "iters": 3, "visual_batch_size": 4,
+                                       "text_batch_size": 4})
+    reconstruct(model, images, tokens, recon, "cpu", progress=False)
+    for h in handles:
+        h.remove()
+    q_proj = "visual.transformer.resblocks.0.attn.q_proj"
+    assert seen[q_proj] == {f"{q_proj}.weight_quantizer.alpha", f"{q_proj}.input_quantizer.scale"}
+    core = "transformer.resblocks.0.attn.core"
+    assert seen[core] == {f"{core}.out_proj.weight_quantizer.alpha", f"{core}.out_proj.input_quantizer.scale"} | {
+        f"{core}.{q}_quantizer.scale" for q in ("q", "k", "v", "softmax")}
+    assert set(drops) == set(unit_names) and all(p == 0.5 for p in drops.values())
+    assert not any(p.requires_grad for p in model.parameters())
+    for _, q in model.named_modules():
+        if hasattr(q, "drop_prob"):
+            assert q.drop_prob == 1.0
+    for name, layer in quantized_layers(model):
+        quantizer = layer.weight_quantizer
+        assert isinstance(quantizer, AdaRoundFakeQuantize) and not quantizer.soft
+        scale, zp = quantizer.scale.view(-1, 1), quantizer.zero_point.view(-1, 1)
+        integers = layer.weight.reshape(layer.weight.shape[0], -1) / scale + zp
+        torch.testing.assert_close(integers, integers.round(), rtol=0, atol=1e-3)
+
+
+def test_full_precision_copy_is_untouched_and_quantizers_stay_on(micro_rn, fast_qconfig):
+    model, fp, qconfig, images, tokens = _calibrated(micro_rn, fast_qconfig("config48"))
+    reference = copy.deepcopy(model)
+    disable_quantization(reference)
+    recon = qconfig.recon.__class__(**{**qconfig.recon.__dict__, "iters": 2, "visual_batch_size": 4,
+                                       "text_batch_size": 4})
+    reconstruct(model, images, tokens, recon, "cpu", progress=False, encoders=("visual",))
+    # text units were not touched; visual weights moved onto the grid
+    for name, p in model.named_parameters():
+        if name.startswith("transformer."):
+            torch.testing.assert_close(p, reference.get_parameter(name))
+    changed = [name for name, p in model.named_parameters()
+               if name.startswith("visual.layer") and name.endswith("conv1.weight")
+               and not torch.equal(p, reference.get_parameter(name))]
+    assert changed
+    assert all(q.fake_quant_enabled for n, q in model.named_modules() if hasattr(q, "fake_quant_enabled"))
