@@ -14,7 +14,7 @@ from d4c.quantization.fake_quant import AdaRoundFakeQuantize
 from d4c.quantization.qconfig import load_qconfig
 from d4c.quantization.quant_clip import disable_quantization, quantize_clip, quantized_layers
 from d4c.reconstruction import reconstruct
-from d4c.reconstruction.reconstruct import rounding_exponent
+from d4c.reconstruction.engine import rounding_exponent
 from d4c.reconstruction.units import encoder_plans
 
 TEXTS = [f"a photo of a {c} number {i}." for i in range(16) for c in ("small", "large")]
@@ -140,3 +140,18 @@ def test_full_precision_copy_is_untouched_and_quantizers_stay_on(micro_rn, fast_
                and not torch.equal(p, reference.get_parameter(name))]
     assert changed
     assert all(q.fake_quant_enabled for n, q in model.named_modules() if hasattr(q, "fake_quant_enabled"))
+
+
+def test_bottleneck_unit_with_precomputed_downsample_matches_the_block(micro_rn, fast_qconfig):
+    from d4c.reconstruction.forward import UnitForward
+    from d4c.reconstruction.units import Unit
+
+    model, _, _, _, _ = _calibrated(micro_rn, fast_qconfig("config48"))
+    block = model.visual.layer2[0]
+    assert block.downsample is not None
+    torch.nn.init.uniform_(block.bn3.weight, 0.5, 1.0)
+    x = torch.randn(6, block.conv1.in_channels, 8, 8)
+    forward = UnitForward(block, [x], {}, Unit("visual.layer2.0", 0, 1), torch.device("cpu"), torch.device("cpu"))
+    assert len(forward.tensors) == 2
+    with torch.no_grad():
+        torch.testing.assert_close(forward([t[1:4] for t in forward.tensors]), block(x[1:4].clone()))

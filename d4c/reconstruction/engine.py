@@ -25,6 +25,7 @@ import time
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
@@ -33,6 +34,7 @@ from d4c.quantization.modules import ACTIVATION, QuantConv2d, QuantLinear
 from d4c.quantization.qconfig import ReconConfig
 from d4c.quantization.quant_clip import disable_quantization
 from d4c.reconstruction.cache import DEFAULT_CHUNK, apply_chunked, capture_inputs, capture_output
+from d4c.reconstruction.forward import UnitForward
 from d4c.reconstruction.units import Unit, encoder_plans
 
 ALPHA_LR = 1e-3
@@ -67,25 +69,19 @@ def rounding_exponent(step: int, iters: int, warm_up: float, b_range: tuple[floa
     return b_end + (b_start - b_end) * max(0.0, 1.0 - progress)
 
 
-def _forward(module: nn.Module, inputs: list[torch.Tensor], kwargs: dict, batch_axis: int) -> torch.Tensor:
-    out = module(*[x.movedim(0, batch_axis) for x in inputs], **kwargs)
-    return out.movedim(batch_axis, 0)
-
-
-def _loss(out: torch.Tensor, target: torch.Tensor, channel_dim: int) -> torch.Tensor:
-    return (out - target).pow(2).sum(channel_dim).mean()
+def reconstruction_loss(out: torch.Tensor, target: torch.Tensor, channel_dim: int) -> torch.Tensor:
+    """``mean(sum over channel_dim of (out - target)^2)`` as one fused reduction (no per-channel temporaries)."""
+    return F.mse_loss(out, target, reduction="sum") * (out.shape[channel_dim] / out.numel())
 
 
 @torch.no_grad()
-def unit_error(module: nn.Module, inputs: list[torch.Tensor], kwargs: dict, target: torch.Tensor, unit: Unit,
-               device: torch.device, chunk: int = DEFAULT_CHUNK) -> float:
-    """The reconstruction loss of ``module`` over every cached row (no rounding term)."""
+def unit_error(forward: UnitForward, target: torch.Tensor, device: torch.device, chunk: int = DEFAULT_CHUNK) -> float:
+    """The reconstruction loss of the unit over every cached row (no rounding term)."""
     total, count = 0.0, target.shape[0]
     for start in range(0, count, chunk):
-        batch = [x[start:start + chunk].to(device) for x in inputs]
-        out = _forward(module, batch, kwargs, unit.batch_axis)
-        per_row = (out - target[start:start + chunk].to(device)).pow(2).sum(unit.channel_dim)
-        total += float(per_row.reshape(per_row.shape[0], -1).mean(1).sum())
+        out = forward([x[start:start + chunk].to(device) for x in forward.tensors])
+        rows = out.shape[0]
+        total += float(reconstruction_loss(out, target[start:start + chunk].to(device), forward.unit.channel_dim)) * rows
     return total / count
 
 
@@ -101,9 +97,14 @@ def _activation_quantizers(module: nn.Module) -> list[FakeQuantizeBase]:
 def reconstruct_unit(module: nn.Module, inputs: list[torch.Tensor], kwargs: dict, target: torch.Tensor, unit: Unit,
                      config: ReconConfig, batch_size: int, scale_lr: float, device: torch.device,
                      generator: torch.Generator, progress: bool = True, desc: str | None = None) -> UnitReport:
-    """Reconstruct one unit from its cached batch-first ``inputs`` and full-precision ``target``."""
+    """Reconstruct one unit from its cached batch-first ``inputs`` and full-precision ``target``.
+
+    ``inputs`` and ``target`` live on the cache device (``device``, or the CPU under ``keep_gpu:
+    False``); ``generator`` lives there too.
+    """
     start_time = time.perf_counter()
-    error_before = unit_error(module, inputs, kwargs, target, unit, device)
+    forward = UnitForward(module, inputs, kwargs, unit, device, target.device)
+    error_before = unit_error(forward, target, device)
     rounding = _rounding_layers(module)
     activations = _activation_quantizers(module)
     for layer, quantizer in rounding:
@@ -131,9 +132,9 @@ def reconstruct_unit(module: nn.Module, inputs: list[torch.Tensor], kwargs: dict
     if optimizers:
         for step in bar:
             index = torch.randint(rows, (batch_size,), generator=generator, device=target.device)
-            batch = [x[index].to(device, non_blocking=True) for x in inputs]
-            rec_loss = _loss(_forward(module, batch, kwargs, unit.batch_axis),
-                             target[index].to(device, non_blocking=True), unit.channel_dim)
+            batch = [x[index].to(device, non_blocking=True) for x in forward.tensors]
+            rec_loss = reconstruction_loss(forward(batch), target[index].to(device, non_blocking=True),
+                                           unit.channel_dim)
             b = rounding_exponent(step, config.iters, config.warm_up, config.b_range)
             loss = rec_loss
             if b is not None and rounding and config.weight > 0:
@@ -156,7 +157,7 @@ def reconstruct_unit(module: nn.Module, inputs: list[torch.Tensor], kwargs: dict
         tensor.requires_grad_(False)
     for quantizer in activations:
         quantizer.drop_prob = 1.0
-    error_after = unit_error(module, inputs, kwargs, target, unit, device)
+    error_after = unit_error(forward, target, device)
     iters = config.iters if optimizers else 0
     return UnitReport(unit.name, iters, error_before, error_after, time.perf_counter() - start_time,
                       loop_seconds / iters if iters else 0.0)
