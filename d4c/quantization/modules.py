@@ -39,6 +39,7 @@ class QuantLinear(nn.Module):
         self.weight, self.bias = linear.weight, linear.bias
         self.weight_quantizer = _quantizer(w_config, WEIGHT, channels=self.out_features)
         self.input_quantizer = _quantizer(a_config, ACTIVATION, ch_axis=act_ch_axis, channels=self.in_features)
+        self.to(self.weight.device)  # the quantizers' scales live with the weight
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
@@ -59,6 +60,7 @@ class QuantConv2d(nn.Module):
         self.in_channels, self.out_channels, self.kernel_size = conv.in_channels, conv.out_channels, conv.kernel_size
         self.weight_quantizer = _quantizer(w_config, WEIGHT, channels=self.out_channels)
         self.input_quantizer = _quantizer(a_config, ACTIVATION, channels=self.in_channels)
+        self.to(self.weight.device)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
@@ -87,6 +89,7 @@ class QuantAttentionCore(nn.Module):
         self.v_quantizer = _quantizer(a_config, ACTIVATION)
         self.softmax_quantizer = _quantizer(a_config, ACTIVATION)
         self.out_proj = out_proj
+        self.to(out_proj.weight.device)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         length, batch, _ = x.shape

@@ -155,3 +155,32 @@ def test_bottleneck_unit_with_precomputed_downsample_matches_the_block(micro_rn,
     assert len(forward.tensors) == 2
     with torch.no_grad():
         torch.testing.assert_close(forward([t[1:4] for t in forward.tensors]), block(x[1:4].clone()))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("keep_gpu", [True, False])
+def test_keep_gpu_decides_where_caches_live_on_cuda(micro_vit, fast_qconfig, monkeypatch, keep_gpu):
+    import d4c.reconstruction.engine as engine
+
+    device = torch.device("cuda")
+    model = micro_vit.to(device)
+    qconfig = load_qconfig(fast_qconfig("config48", recon={"keep_gpu": keep_gpu, "iters": 3,
+                                                           "visual_batch_size": 4, "text_batch_size": 4}))
+    images = torch.randn(8, 3, 32, 32, device=device)
+    tokens = clip.tokenize(TEXTS[:8]).to(device)
+    quantize_clip(model, qconfig)
+    calibrate(model, images, tokens, progress=False)
+    seen = []
+    original = engine.reconstruct_unit
+
+    def spy(module, inputs, kwargs, target, *args, **kw):
+        seen.append((inputs[0].device.type, target.device.type))
+        return original(module, inputs, kwargs, target, *args, **kw)
+
+    monkeypatch.setattr(engine, "reconstruct_unit", spy)
+    reports = reconstruct(model, images, tokens, qconfig.recon, device, progress=False)
+    expected = "cuda" if keep_gpu else "cpu"
+    assert seen and all(s == (expected, expected) for s in seen)
+    assert all(r.iters == 3 for r in reports)
+    with torch.no_grad():
+        assert torch.isfinite(model.encode_image(images)).all()
