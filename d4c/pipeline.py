@@ -25,6 +25,7 @@ from d4c.quantization.qconfig import QConfig, load_qconfig, qconfig_from_dict
 from d4c.quantization.quant_clip import quantize_clip
 from d4c.quantization.state import load_quant_state, quant_state_path, restore_quantized, save_quant_state
 from d4c.reconstruction import reconstruct
+from d4c.reconstruction.checkpoint import ReconCheckpoint
 from d4c.results import StageTimer, build_record, output_path, write_result
 from d4c.runtime import resolve_device, seed_everything
 
@@ -41,12 +42,19 @@ class QuantPlan:
     """What the result file records about quantization besides the config."""
 
 
+def recon_checkpoint_path(output: Path) -> Path:
+    """Where an interrupted reconstruction of the run writing ``output`` keeps its progress."""
+    return output.parent / (output.stem + ".recon-ckpt.pt")
+
+
 def _warn_ignored(config: RunConfig) -> None:
     if config.fp_model:
         ignored = [flag for flag, on in (("--recon", config.recon), ("--dfq", config.dfq)) if on]
         if ignored:
             warnings.warn(f"{' and '.join(ignored)} have no effect with --fp_model (full-precision evaluation).",
                           stacklevel=3)
+    elif config.recon_iters is not None and not config.recon and not config.load_quant:
+        warnings.warn("--recon_iters has no effect without --recon.", stacklevel=3)
     elif config.load_quant:
         ignored = [flag for flag, on in (("--recon", config.recon), ("--dfq", config.dfq),
                                          ("--recon_iters", config.recon_iters is not None)) if on]
@@ -98,8 +106,14 @@ def _quantize(config: RunConfig, loaded: LoadedModel, eval_set, plan: QuantPlan,
     plan.record = {"calibration_data": {"images": int(images.shape[0]), "texts": int(tokens.shape[0]),
                                         "image_source": config.method}}
     if config.recon:
+        fingerprint = {"model": config.model, "q_config": qconfig.as_dict(), "seed": config.seed,
+                       "method": config.method, "dataset": config.dataset, "custom_file": config.custom_file,
+                       "images": list(images.shape), "texts": list(tokens.shape)}
+        checkpoint = ReconCheckpoint(recon_checkpoint_path(output), fingerprint)
         with timer.stage("reconstruction"):
-            reports = reconstruct(model, images, tokens, qconfig.recon, device, seed=config.seed)
+            reports = reconstruct(model, images, tokens, qconfig.recon, device, seed=config.seed,
+                                  checkpoint=checkpoint)
+        checkpoint.remove()
         iters = sum(r.iters for r in reports)
         print(f"Reconstructed {len(reports)} units ({qconfig.recon.iters} steps each) in "
               f"{timer.seconds['reconstruction']:.1f} s.")

@@ -106,6 +106,7 @@ def test_gaussian_dfq_with_reconstruction_and_saved_state_round_trip(tmp_path, f
     assert q["method"] == "gaussian" and q["recon"] is True and q["q_config"]["recon"]["iters"] == 2
     assert q["timings_s"]["reconstruction"] > 0 and q["reconstruction_steps"] == 2 * len(q["reconstruction_units"])
     assert q["reconstruction_units"][0]["name"] == "visual.layer1.0"
+    assert not (tmp_path / "q.recon-ckpt.pt").exists()  # removed once reconstruction finished
     assert q["calibration_data"]["images"] == 16 and q["calibration_data"]["image_source"] == "gaussian"
     state = q["quant_state"]
     loaded, _ = _run(tmp_path, "loaded", "--model", "tiny-rn", "--load_quant", state)

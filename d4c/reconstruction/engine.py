@@ -34,6 +34,7 @@ from d4c.quantization.modules import ACTIVATION, QuantConv2d, QuantLinear
 from d4c.quantization.qconfig import ReconConfig
 from d4c.quantization.quant_clip import disable_quantization
 from d4c.reconstruction.cache import DEFAULT_CHUNK, apply_chunked, capture_inputs, capture_output
+from d4c.reconstruction.checkpoint import ReconCheckpoint
 from d4c.reconstruction.forward import UnitForward
 from d4c.reconstruction.units import Unit, encoder_plans
 
@@ -165,11 +166,14 @@ def reconstruct_unit(module: nn.Module, inputs: list[torch.Tensor], kwargs: dict
 
 def reconstruct(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor, config: ReconConfig,
                 device: torch.device | str, seed: int = 0, progress: bool = True,
-                encoders: tuple[str, ...] = ("visual", "text")) -> list[UnitReport]:
+                encoders: tuple[str, ...] = ("visual", "text"),
+                checkpoint: ReconCheckpoint | None = None) -> list[UnitReport]:
     """Reconstruct every unit of a calibrated, quantized CLIP ``model`` in place; one report per unit.
 
     ``images`` and ``tokens`` are all reconstruction inputs (``calibrate.visual`` images,
     ``calibrate.text`` tokenized texts). With ``keep_gpu: False`` the caches live on the CPU.
+    With a ``checkpoint``, finished units are saved now and then and a matching checkpoint is
+    resumed (its units are skipped); the checkpoint is left in place (the caller removes it).
     """
     device = torch.device(device)
     store = device if config.keep_gpu else torch.device("cpu")
@@ -182,7 +186,8 @@ def reconstruct(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor, co
     generator = torch.Generator(device=store).manual_seed(seed)
     plans = [p for p in encoder_plans(model) if p.name in encoders]
     total_units = sum(len(p.units) for p in plans)
-    reports: list[UnitReport] = []
+    done, saved_reports = checkpoint.load(model, generator) if checkpoint is not None else ([], [])
+    reports = [UnitReport(**r) for r in saved_reports]
     for plan in plans:
         data = images if plan.name == "visual" else tokens
         batch_size = config.visual_batch_size if plan.name == "visual" else config.text_batch_size
@@ -202,6 +207,8 @@ def reconstruct(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor, co
                 return fp_block(d.movedim(0, axis))
 
             for unit in block.units:
+                if unit.name in done:
+                    continue
                 inputs, kwargs = capture_inputs(run_q, x_q, model.get_submodule(unit.name), unit.batch_axis,
                                                 device, store)
                 target = capture_output(run_fp, x_fp, fp_model.get_submodule(unit.name), unit.batch_axis,
@@ -214,6 +221,8 @@ def reconstruct(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor, co
                     tqdm.write(f"{desc}: loss {report.error_before:.4g} -> {report.error_after:.4g} "
                                f"({report.seconds_per_iter * 1e3:.2f} ms/iter)")
                 del inputs, target
+                if checkpoint is not None:
+                    checkpoint.maybe_save(model, generator, [r.name for r in reports], [r.as_dict() for r in reports])
             if block_index + 1 < len(plan.blocks):
                 x_q = apply_chunked(lambda d: run_q(d).movedim(block.batch_axis, 0), x_q, device, store)
                 x_fp = apply_chunked(lambda d: run_fp(d).movedim(block.batch_axis, 0), x_fp, device, store)

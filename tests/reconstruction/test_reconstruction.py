@@ -184,3 +184,45 @@ def test_keep_gpu_decides_where_caches_live_on_cuda(micro_vit, fast_qconfig, mon
     assert all(r.iters == 3 for r in reports)
     with torch.no_grad():
         assert torch.isfinite(model.encode_image(images)).all()
+
+
+def test_interrupted_reconstruction_resumes_to_the_same_result(micro_vit, fast_qconfig, monkeypatch, tmp_path):
+    import d4c.reconstruction.engine as engine
+    from d4c.reconstruction.checkpoint import ReconCheckpoint
+
+    config = fast_qconfig("config48", recon={"iters": 4, "visual_batch_size": 4, "text_batch_size": 4,
+                                             "drop_prob": 0.5})
+    model, _, qconfig, images, tokens = _calibrated(micro_vit, config)
+    calibrated = copy.deepcopy(model)
+    torch.manual_seed(123)
+    straight = reconstruct(copy.deepcopy(calibrated), images, tokens, qconfig.recon, "cpu", progress=False)
+    reference = copy.deepcopy(calibrated)
+    torch.manual_seed(123)
+    reconstruct(reference, images, tokens, qconfig.recon, "cpu", progress=False)
+
+    original, calls = engine.reconstruct_unit, []
+
+    def interrupt_on_eighth(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 8:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    path = tmp_path / "run.recon-ckpt.pt"
+    torch.manual_seed(123)
+    monkeypatch.setattr(engine, "reconstruct_unit", interrupt_on_eighth)
+    with pytest.raises(KeyboardInterrupt):
+        reconstruct(copy.deepcopy(calibrated), images, tokens, qconfig.recon, "cpu", progress=False,
+                    checkpoint=ReconCheckpoint(path, {"run": 1}, interval_s=0))
+    monkeypatch.setattr(engine, "reconstruct_unit", original)
+    assert path.is_file()
+    resumed = copy.deepcopy(calibrated)
+    torch.manual_seed(999)  # the checkpoint restores the random state of the interrupted run
+    reports = reconstruct(resumed, images, tokens, qconfig.recon, "cpu", progress=False,
+                          checkpoint=ReconCheckpoint(path, {"run": 1}, interval_s=0))
+    assert [r.name for r in reports] == [r.name for r in straight]
+    for name, tensor in reference.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[name], tensor, rtol=0, atol=0, msg=name)
+    with pytest.warns(UserWarning, match="another run"):
+        other = ReconCheckpoint(path, {"run": 2}, interval_s=0)
+        assert other.load(copy.deepcopy(calibrated), torch.Generator()) == ([], [])
