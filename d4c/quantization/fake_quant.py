@@ -70,7 +70,8 @@ class FakeQuantizeBase(nn.Module):
         """Copy the observer's scale and zero point into this quantizer."""
         scale, zero_point = self.observer.calculate_qparams()
         if scale.numel() != self.channels:
-            raise RuntimeError(f"observer produced {scale.numel()} scales for a quantizer with {self.channels} channels")
+            raise RuntimeError(f"observer produced {scale.numel()} scales for a quantizer with "
+                               f"{self.channels} channels")
         self.scale.copy_(scale.reshape(-1).clamp(min=MIN_SCALE))
         self.zero_point.copy_(zero_point.reshape(-1))
 
@@ -95,7 +96,8 @@ class FakeQuantizeBase(nn.Module):
     def _axis(self, x: torch.Tensor) -> int:
         axis = self.ch_axis
         if x.shape[axis] != self.channels:
-            raise RuntimeError(f"quantizer expects {self.channels} channels along dim {axis}, got shape {tuple(x.shape)}")
+            raise RuntimeError(f"quantizer expects {self.channels} channels along dim {axis}, "
+                               f"got shape {tuple(x.shape)}")
         return axis
 
     def grad_factor(self, x: torch.Tensor) -> float:

@@ -81,14 +81,15 @@ def unit_error(forward: UnitForward, target: torch.Tensor, device: torch.device,
     total, count = 0.0, target.shape[0]
     for start in range(0, count, chunk):
         out = forward([x[start:start + chunk].to(device) for x in forward.tensors])
-        rows = out.shape[0]
-        total += float(reconstruction_loss(out, target[start:start + chunk].to(device), forward.unit.channel_dim)) * rows
+        loss = reconstruction_loss(out, target[start:start + chunk].to(device), forward.unit.channel_dim)
+        total += float(loss) * out.shape[0]
     return total / count
 
 
 def _rounding_layers(module: nn.Module) -> list[tuple[nn.Module, AdaRoundFakeQuantize]]:
-    return [(layer, layer.weight_quantizer) for layer in module.modules()
-            if isinstance(layer, (QuantLinear, QuantConv2d)) and isinstance(layer.weight_quantizer, AdaRoundFakeQuantize)]
+    layers = [m for m in module.modules() if isinstance(m, (QuantLinear, QuantConv2d))]
+    return [(layer, layer.weight_quantizer) for layer in layers
+            if isinstance(layer.weight_quantizer, AdaRoundFakeQuantize)]
 
 
 def _activation_quantizers(module: nn.Module) -> list[FakeQuantizeBase]:
