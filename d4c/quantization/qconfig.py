@@ -6,10 +6,11 @@ A file has four sections::
     w_qconfig: {quantizer, observer, bit, symmetric, ch_axis}   # weights
     calibrate: {visual, text}
     recon:     {visual_batch_size, text_batch_size, visual_scale_lr, text_scale_lr, warm_up, weight,
-                iters, b_range, keep_gpu, round_mode, drop_prob}
+                iters, b_range, keep_gpu, round_mode, drop_prob[, token_loss]}
 
-and may name a parent with ``root: other.yaml`` (relative to the file's folder): the parent's
-sections are read first and the child's keys override them key by key. The whole file is checked
+(``recon.token_loss`` is optional, see :class:`ReconConfig`) and may name a parent with
+``root: other.yaml`` (relative to the file's folder): the parent's sections are read first and
+the child's keys override them key by key. The whole file is checked
 before any model is loaded; every problem is one :class:`D4CError` sentence naming the file and
 the key (``exp/bad.yaml: w_qconfig.bit must be an integer in 2..16, got 1.``).
 """
@@ -31,6 +32,9 @@ QUANTIZERS = ("FixedFakeQuantize", "LSQFakeQuantize", "LSQPlusFakeQuantize", "Ad
 OBSERVERS = ("MinMaxObserver", "AvgMinMaxObserver", "MSEObserver", "AvgMSEObserver", "MSEFastObserver",
              "AvgMSEFastObserver")
 ROUND_MODES = ("learned_hard_sigmoid",)
+TOKEN_LOSSES = ("relevant", "all")
+OPTIONAL_KEYS = {"recon": {"token_loss": "relevant"}}
+"""Keys a file may leave out, with their defaults (everything else is required)."""
 BIT_RANGE = (2, 16)
 QUANTIZER_KEYS = ("quantizer", "observer", "bit", "symmetric", "ch_axis")
 SECTIONS = {
@@ -38,7 +42,7 @@ SECTIONS = {
     "w_qconfig": QUANTIZER_KEYS,
     "calibrate": ("visual", "text"),
     "recon": ("visual_batch_size", "text_batch_size", "visual_scale_lr", "text_scale_lr", "warm_up", "weight",
-              "iters", "b_range", "keep_gpu", "round_mode", "drop_prob"),
+              "iters", "b_range", "keep_gpu", "round_mode", "drop_prob", "token_loss"),
 }
 MAX_ROOT_DEPTH = 16
 
@@ -89,6 +93,10 @@ class ReconConfig:
     round_mode: str
     drop_prob: float
     """QDrop: probability of keeping an activation's quantized value during reconstruction."""
+    token_loss: str = "relevant"
+    """Token encoders: ``relevant`` averages the loss over the tokens that can reach the encoder output
+    (text: up to the end-of-text token; last block's query/attention/MLP: the class or end-of-text
+    token only); ``all`` over every token, padding included."""
 
 
 @dataclass(frozen=True)
@@ -181,6 +189,8 @@ class _Checker:
         if body is None:
             raise D4CError(f"{self.shown}: section {section} is missing (keys {', '.join(SECTIONS[section])}).")
         if key not in body:
+            if key in OPTIONAL_KEYS.get(section, {}):
+                return OPTIONAL_KEYS[section][key]
             raise D4CError(f"{self.shown}: {section}.{key} is missing.")
         return body[key]
 
@@ -261,6 +271,7 @@ def _recon_config(check: _Checker) -> ReconConfig:
         keep_gpu=check.boolean("recon", "keep_gpu"),
         round_mode=check.choice("recon", "round_mode", ROUND_MODES),
         drop_prob=check.number("recon", "drop_prob", high=1.0, expected="a number in (0, 1]"),
+        token_loss=check.choice("recon", "token_loss", TOKEN_LOSSES),
     )
 
 
@@ -289,7 +300,7 @@ def load_qconfig(path: str, recon_iters: int | None = None) -> QConfig:
 
 def qconfig_from_dict(data: dict[str, Any], path: str = "") -> QConfig:
     """Rebuild a :class:`QConfig` from :meth:`QConfig.as_dict` output (saved quantized states)."""
-    recon = dict(data["recon"])
+    recon = {**OPTIONAL_KEYS["recon"], **data["recon"]}
     recon["b_range"] = tuple(recon["b_range"])
     return QConfig(
         a_qconfig=QuantizerConfig(**data["a_qconfig"]),

@@ -6,8 +6,9 @@ For each unit (:mod:`d4c.reconstruction.units`), image encoder first, then text:
    quantization on) and its output from a full-precision copy (:mod:`d4c.reconstruction.cache`);
 2. for ``iters`` steps, sample ``*_batch_size`` cached rows with replacement and minimise
    ``mean(sum_c (y_hat - y)^2) + weight * sum(1 - |2 h(alpha) - 1|^b)``, where ``c`` is the channel
-   dimension (conv channels, token features), the rounding term starts after ``warm_up * iters``
-   steps and ``b`` decays linearly from ``b_range[0]`` to ``b_range[1]`` over the remaining steps;
+   dimension (conv channels, token features) and the mean runs over positions (for token units,
+   by default only over the tokens that can reach the encoder output); the rounding term starts
+   after ``warm_up * iters`` steps and ``b`` decays linearly from ``b_range[0]`` to ``b_range[1]`` over the remaining steps;
    AdaRound ``alpha`` with Adam (lr 1e-3), the unit's LSQ scales (and LSQ+ zero points) with Adam
    at ``*_scale_lr``, cosine-annealed to 0 over ``iters``;
 3. QDrop: while the unit trains, its activation quantizers keep each element's quantized value
@@ -70,20 +71,32 @@ def rounding_exponent(step: int, iters: int, warm_up: float, b_range: tuple[floa
     return b_end + (b_start - b_end) * max(0.0, 1.0 - progress)
 
 
-def reconstruction_loss(out: torch.Tensor, target: torch.Tensor, channel_dim: int) -> torch.Tensor:
-    """``mean(sum over channel_dim of (out - target)^2)`` as one fused reduction (no per-channel temporaries)."""
-    return F.mse_loss(out, target, reduction="sum") * (out.shape[channel_dim] / out.numel())
+def reconstruction_loss(out: torch.Tensor, target: torch.Tensor, channel_dim: int,
+                        mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``mean(sum over channel_dim of (out - target)^2)``, the mean over the positions ``mask`` keeps.
+
+    ``mask`` (``[N, L]`` for token outputs ``[N, L, D]``) restricts the mean to those tokens; without
+    it the loss is one fused reduction (no per-channel temporaries).
+    """
+    if mask is None:
+        return F.mse_loss(out, target, reduction="sum") * (out.shape[channel_dim] / out.numel())
+    weights = mask.unsqueeze(-1).to(out.dtype)
+    return F.mse_loss(out * weights, target * weights, reduction="sum") / weights.sum().clamp(min=1)
 
 
 @torch.no_grad()
-def unit_error(forward: UnitForward, target: torch.Tensor, device: torch.device, chunk: int = DEFAULT_CHUNK) -> float:
+def unit_error(forward: UnitForward, target: torch.Tensor, device: torch.device, mask: torch.Tensor | None = None,
+               chunk: int = DEFAULT_CHUNK) -> float:
     """The reconstruction loss of the unit over every cached row (no rounding term)."""
-    total, count = 0.0, target.shape[0]
-    for start in range(0, count, chunk):
+    total, count = 0.0, 0.0
+    for start in range(0, target.shape[0], chunk):
         out = forward([x[start:start + chunk].to(device) for x in forward.tensors])
-        loss = reconstruction_loss(out, target[start:start + chunk].to(device), forward.unit.channel_dim)
-        total += float(loss) * out.shape[0]
-    return total / count
+        part = None if mask is None else mask[start:start + chunk].to(device)
+        weight = out.shape[0] if part is None else float(part.sum())
+        total += float(reconstruction_loss(out, target[start:start + chunk].to(device), forward.unit.channel_dim,
+                                           part)) * weight
+        count += weight
+    return total / max(count, 1.0)
 
 
 def _rounding_layers(module: nn.Module) -> list[tuple[nn.Module, AdaRoundFakeQuantize]]:
@@ -98,15 +111,17 @@ def _activation_quantizers(module: nn.Module) -> list[FakeQuantizeBase]:
 
 def reconstruct_unit(module: nn.Module, inputs: list[torch.Tensor], kwargs: dict, target: torch.Tensor, unit: Unit,
                      config: ReconConfig, batch_size: int, scale_lr: float, device: torch.device,
-                     generator: torch.Generator, progress: bool = True, desc: str | None = None) -> UnitReport:
+                     generator: torch.Generator, progress: bool = True, desc: str | None = None,
+                     mask: torch.Tensor | None = None) -> UnitReport:
     """Reconstruct one unit from its cached batch-first ``inputs`` and full-precision ``target``.
 
-    ``inputs`` and ``target`` live on the cache device (``device``, or the CPU under ``keep_gpu:
-    False``); ``generator`` lives there too.
+    ``inputs``, ``target`` and the optional token ``mask`` (``[N, L]``: the output tokens the loss
+    averages over) live on the cache device (``device``, or the CPU under ``keep_gpu: False``);
+    ``generator`` lives there too.
     """
     start_time = time.perf_counter()
     forward = UnitForward(module, inputs, kwargs, unit, device, target.device)
-    error_before = unit_error(forward, target, device)
+    error_before = unit_error(forward, target, device, mask)
     rounding = _rounding_layers(module)
     activations = _activation_quantizers(module)
     for layer, quantizer in rounding:
@@ -136,7 +151,8 @@ def reconstruct_unit(module: nn.Module, inputs: list[torch.Tensor], kwargs: dict
             index = torch.randint(rows, (batch_size,), generator=generator, device=target.device)
             batch = [x[index].to(device, non_blocking=True) for x in forward.tensors]
             rec_loss = reconstruction_loss(forward(batch), target[index].to(device, non_blocking=True),
-                                           unit.channel_dim)
+                                           unit.channel_dim,
+                                           None if mask is None else mask[index].to(device, non_blocking=True))
             b = rounding_exponent(step, config.iters, config.warm_up, config.b_range)
             loss = rec_loss
             if b is not None and rounding and config.weight > 0:
@@ -159,7 +175,7 @@ def reconstruct_unit(module: nn.Module, inputs: list[torch.Tensor], kwargs: dict
         tensor.requires_grad_(False)
     for quantizer in activations:
         quantizer.drop_prob = 1.0
-    error_after = unit_error(forward, target, device)
+    error_after = unit_error(forward, target, device, mask)
     iters = config.iters if optimizers else 0
     return UnitReport(unit.name, iters, error_before, error_after, time.perf_counter() - start_time,
                       loop_seconds / iters if iters else 0.0)
@@ -173,8 +189,10 @@ def reconstruct(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor, co
 
     ``images`` and ``tokens`` are all reconstruction inputs (``calibrate.visual`` images,
     ``calibrate.text`` tokenized texts). With ``keep_gpu: False`` the caches live on the CPU.
-    With a ``checkpoint``, finished units are saved now and then and a matching checkpoint is
-    resumed (its units are skipped); the checkpoint is left in place (the caller removes it).
+    With ``token_loss: relevant`` the loss of token units averages over the tokens that can reach
+    the encoder output only (see :class:`~d4c.quantization.qconfig.ReconConfig`). With a
+    ``checkpoint``, finished units are saved now and then and a matching checkpoint is resumed
+    (its units are skipped); the checkpoint is left in place (the caller removes it).
     """
     device = torch.device(device)
     store = device if config.keep_gpu else torch.device("cpu")
@@ -193,6 +211,9 @@ def reconstruct(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor, co
         data = images if plan.name == "visual" else tokens
         batch_size = config.visual_batch_size if plan.name == "visual" else config.text_batch_size
         scale_lr = config.visual_scale_lr if plan.name == "visual" else config.text_scale_lr
+        valid = output = None
+        if config.token_loss == "relevant" and plan.token_positions is not None:
+            valid, output = (None if m is None else m.to(store) for m in plan.token_positions(data))
         first = plan.blocks[0]
         x_q = capture_inputs(lambda d: plan.run(model, d), data, model.get_submodule(first.name),
                              first.batch_axis, device, store)[0][0]
@@ -215,8 +236,9 @@ def reconstruct(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor, co
                 target = capture_output(run_fp, x_fp, fp_model.get_submodule(unit.name), unit.batch_axis,
                                         device, store)
                 desc = f"recon {len(reports) + 1}/{total_units} {unit.name}"
+                mask = output if unit.output_token_only else valid
                 report = reconstruct_unit(model.get_submodule(unit.name), inputs, kwargs, target, unit, config,
-                                          batch_size, scale_lr, device, generator, progress, desc)
+                                          batch_size, scale_lr, device, generator, progress, desc, mask)
                 reports.append(report)
                 if progress:
                     tqdm.write(f"{desc}: loss {report.error_before:.4g} -> {report.error_after:.4g} "

@@ -38,6 +38,9 @@ class Unit:
     """Batch dimension of the unit's inputs and output (0 for images, 1 for sequence-first tokens)."""
     channel_dim: int
     """Dimension summed in the loss, in the batch-first layout: conv channels, or token features (-1)."""
+    output_token_only: bool = False
+    """Only the encoder's output token (ViT class token, text end-of-text token) of this unit's output
+    can reach the encoder's output (the last block's q projection, attention and MLP)."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,9 @@ class EncoderPlan:
     """``visual`` or ``text``."""
     run: Callable[[CLIP, torch.Tensor], torch.Tensor]
     blocks: list[Block] = field(default_factory=list)
+    token_positions: Callable[[torch.Tensor], tuple[torch.Tensor | None, torch.Tensor]] | None = None
+    """For token encoders: ``data -> (valid [N, L] or None for all, output [N, L])`` boolean masks of
+    the tokens that can influence the output at all, and of the output token."""
 
     @property
     def units(self) -> list[Unit]:
@@ -70,11 +76,27 @@ ATTENTION_UNITS = ("q_proj", "k_proj", "v_proj", "core")
 def _transformer_blocks(prefix: str, resblocks: nn.Sequential) -> list[Block]:
     blocks = []
     for i in range(len(resblocks)):
-        name = f"{prefix}.{i}"
-        units = [Unit(f"{name}.attn.{u}", TOKENS, -1) for u in ATTENTION_UNITS]
-        units += [Unit(f"{name}.mlp.{u}", TOKENS, -1) for u in ("c_fc", "c_proj")]
+        name, last = f"{prefix}.{i}", i == len(resblocks) - 1
+        # In the last block only the output token's query, attention row and MLP reach the output;
+        # its keys and values still come from every token.
+        units = [Unit(f"{name}.attn.{u}", TOKENS, -1, output_token_only=last and u in ("q_proj", "core"))
+                 for u in ATTENTION_UNITS]
+        units += [Unit(f"{name}.mlp.{u}", TOKENS, -1, output_token_only=last) for u in ("c_fc", "c_proj")]
         blocks.append(Block(name, TOKENS, tuple(units)))
     return blocks
+
+
+def _class_token_positions(images: torch.Tensor, length: int) -> tuple[None, torch.Tensor]:
+    output = torch.zeros(images.shape[0], length, dtype=torch.bool, device=images.device)
+    output[:, 0] = True
+    return None, output  # every patch token can reach the class token
+
+
+def _text_token_positions(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    # Causal attention: positions after the end-of-text token (the largest id) never reach it.
+    positions = torch.arange(tokens.shape[1], device=tokens.device)
+    eot = tokens.argmax(dim=-1, keepdim=True)
+    return positions <= eot, positions == eot
 
 
 def _resnet_blocks(visual: ModifiedResNet) -> list[Block]:
@@ -93,11 +115,13 @@ def _resnet_blocks(visual: ModifiedResNet) -> list[Block]:
 def encoder_plans(model: CLIP) -> list[EncoderPlan]:
     """The image encoder's plan, then the text encoder's (the order of reconstruction)."""
     if isinstance(model.visual, ModifiedResNet):
-        visual_blocks = _resnet_blocks(model.visual)
+        visual = EncoderPlan("visual", lambda m, x: m.encode_image(x), _resnet_blocks(model.visual))
     else:
-        visual_blocks = _transformer_blocks("visual.transformer.resblocks", model.visual.transformer.resblocks)
-    return [
-        EncoderPlan("visual", lambda m, x: m.encode_image(x), visual_blocks),
-        EncoderPlan("text", lambda m, x: m.encode_text(x),
-                    _transformer_blocks("transformer.resblocks", model.transformer.resblocks)),
-    ]
+        length = model.visual.positional_embedding.shape[0]
+        visual = EncoderPlan("visual", lambda m, x: m.encode_image(x),
+                             _transformer_blocks("visual.transformer.resblocks", model.visual.transformer.resblocks),
+                             lambda images: _class_token_positions(images, length))
+    text = EncoderPlan("text", lambda m, x: m.encode_text(x),
+                       _transformer_blocks("transformer.resblocks", model.transformer.resblocks),
+                       _text_token_positions)
+    return [visual, text]

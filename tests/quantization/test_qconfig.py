@@ -37,6 +37,7 @@ def test_shipped_configs(name, w_bit, a_bit):
     assert q.w_qconfig.ch_axis == 0 and q.a_qconfig.ch_axis == -1
     assert (q.calibrate.visual, q.calibrate.text) == (128, 512)
     assert q.recon.iters == 20000 and q.recon.b_range == (20.0, 2.0) and q.recon.text_scale_lr == pytest.approx(4e-6)
+    assert q.recon.token_loss == "relevant"  # optional key, defaulted
     assert (REPO_ROOT / "exp" / f"{name}.yaml").is_file()
 
 
@@ -90,6 +91,7 @@ BAD = [
     ("recon", "round_mode", "nearest", "recon.round_mode must be one of learned_hard_sigmoid"),
     ("recon", "drop_prob", 0, "recon.drop_prob must be a number in (0, 1]"),
     ("recon", "drop_prob", 1.5, "recon.drop_prob must be a number in (0, 1]"),
+    ("recon", "token_loss", "cls", "recon.token_loss must be one of relevant, all"),
     ("recon", "iters", _DELETE, "recon.iters is missing"),
     ("w_qconfig", "observer", _DELETE, "w_qconfig.observer is missing"),
 ]

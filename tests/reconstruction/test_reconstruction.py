@@ -226,3 +226,60 @@ def test_interrupted_reconstruction_resumes_to_the_same_result(micro_vit, fast_q
     with pytest.warns(UserWarning, match="another run"):
         other = ReconCheckpoint(path, {"run": 2}, interval_s=0)
         assert other.load(copy.deepcopy(calibrated), torch.Generator()) == ([], [])
+
+
+def test_loss_is_the_mean_over_kept_tokens_of_the_channel_sum():
+    from d4c.reconstruction.engine import reconstruction_loss
+
+    torch.manual_seed(0)
+    out, target = torch.randn(3, 5, 4), torch.randn(3, 5, 4)
+    per_token = ((out - target) ** 2).sum(-1)
+    assert reconstruction_loss(out, target, -1).item() == pytest.approx(per_token.mean().item(), rel=1e-6)
+    mask = torch.tensor([[1, 1, 0, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    expected = per_token[mask].mean().item()
+    assert reconstruction_loss(out, target, -1, mask).item() == pytest.approx(expected, rel=1e-6)
+    conv_out, conv_target = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    expected = ((conv_out - conv_target) ** 2).sum(1).mean().item()
+    assert reconstruction_loss(conv_out, conv_target, 1).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_only_tokens_that_reach_the_output_count(micro_vit, fast_qconfig):
+    plans = encoder_plans(quantize_clip(micro_vit, load_qconfig(fast_qconfig("config48"))))
+    last = {u.name.rsplit(".", 1)[-1]: u.output_token_only for u in plans[1].blocks[-1].units}
+    assert last == {"q_proj": True, "k_proj": False, "v_proj": False, "core": True, "c_fc": True, "c_proj": True}
+    tokens = clip.tokenize(["a b", "a b c d"], context_length=8)
+    valid, output = plans[1].token_positions(tokens)
+    assert valid.tolist() == [[True] * 4 + [False] * 4, [True] * 6 + [False] * 2]
+    assert output.tolist() == [[False] * 3 + [True] + [False] * 4, [False] * 5 + [True] + [False] * 2]
+    valid, output = plans[0].token_positions(torch.zeros(2, 3, 32, 32))
+    assert valid is None and output.shape == (2, 5) and output[:, 0].all() and not output[:, 1:].any()
+
+
+@pytest.mark.parametrize("token_loss", ["relevant", "all"])
+def test_token_loss_setting_decides_the_masks(micro_vit, fast_qconfig, monkeypatch, token_loss):
+    import d4c.reconstruction.engine as engine
+
+    config = fast_qconfig("config48", recon={"iters": 1, "visual_batch_size": 2, "text_batch_size": 2,
+                                             "token_loss": token_loss})
+    model, _, qconfig, images, tokens = _calibrated(micro_vit, config)
+    assert qconfig.recon.token_loss == token_loss
+    masks = {}
+    original = engine.reconstruct_unit
+
+    def spy(module, inputs, kwargs, target, unit, *args):
+        masks[unit.name] = args[-1]
+        return original(module, inputs, kwargs, target, unit, *args)
+
+    monkeypatch.setattr(engine, "reconstruct_unit", spy)
+    reconstruct(model, images, tokens, qconfig.recon, "cpu", progress=False)
+    if token_loss == "all":
+        assert all(m is None for m in masks.values())
+        return
+    eot = tokens.argmax(-1)
+    assert masks["visual.transformer.resblocks.0.attn.k_proj"] is None
+    assert masks["visual.transformer.resblocks.0.attn.q_proj"][:, 0].all()  # the only block is the last one
+    assert masks["visual.transformer.resblocks.0.attn.q_proj"].sum() == len(images)
+    text_kv = masks["transformer.resblocks.0.attn.k_proj"]
+    assert text_kv.sum(1).tolist() == (eot + 1).tolist()
+    text_mlp = masks["transformer.resblocks.0.mlp.c_fc"]
+    assert text_mlp.sum(1).tolist() == [1] * len(tokens) and text_mlp[torch.arange(len(tokens)), eot].all()
