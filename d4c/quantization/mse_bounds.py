@@ -227,13 +227,15 @@ class BinnedWidth:
 
     Bins cover ``k`` in ``[kmin, kmin + nbins)``; the end bins also collect everything beyond.
     Prefix sums (float64) over the bins of the count, the sum of ``x`` and the sum of the rounding
-    errors ``|x - k s|^p`` (the reference's float32 ``k s``) sum any window of bins in O(1).
+    errors ``|x - k s|^p`` (the reference's float32 ``k s``), and optionally of ``x^2``, sum any
+    window of bins in O(1).
     """
 
-    def __init__(self, xc: torch.Tensor, s: torch.Tensor, kmin: int, nbins: int, p: float):
+    def __init__(self, xc: torch.Tensor, s: torch.Tensor, kmin: int, nbins: int, p: float,
+                 second_moment: bool = False):
         rows, m = xc.shape
         inv = 1.0 / s  # float32 reciprocal, exactly as fake_quantize computes it
-        sums = torch.zeros(3, rows * nbins, dtype=torch.float64, device=xc.device)
+        sums = torch.zeros(4 if second_moment else 3, rows * nbins, dtype=torch.float64, device=xc.device)
         offsets = (torch.arange(rows, device=xc.device) * nbins)[:, None]
         step_r, step_c = max(1, BLOCK // m), min(m, BLOCK)
         for r0 in range(0, rows, step_r):
@@ -246,14 +248,33 @@ class BinnedWidth:
                 sums[0].index_add_(0, idx, torch.ones_like(xb, dtype=torch.float64).flatten())
                 sums[1].index_add_(0, idx, xb.double().flatten())
                 sums[2].index_add_(0, idx, err.double().flatten())
-        sums = sums.view(3, rows, nbins)
+                if second_moment:
+                    sums[3].index_add_(0, idx, xb.double().square().flatten())
+        sums = sums.view(-1, rows, nbins)
         sums[2] *= s.double()[:, None] ** p
-        self.prefix = torch.nn.functional.pad(sums.cumsum(2), (1, 0))  # [3, rows, nbins + 1]
+        self.prefix = torch.nn.functional.pad(sums.cumsum(2), (1, 0))  # [3 or 4, rows, nbins + 1]
         self.kmin, self.nbins, self.p = kmin, nbins, p
 
-    def _at(self, rows: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        """Prefix sums ``[3, ...]`` over bins ``[0, pos)`` of ``rows`` (broadcast with ``pos``)."""
-        return self.prefix.reshape(3, -1)[:, rows * (self.nbins + 1) + pos.clamp(0, self.nbins)]
+    def at(self, rows: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """Prefix sums ``[3 or 4, ...]`` over bins ``[0, pos)`` of ``rows`` (broadcast with ``pos``)."""
+        flat = self.prefix.reshape(self.prefix.shape[0], -1)
+        return flat[:, rows * (self.nbins + 1) + pos.clamp(0, self.nbins)]
+
+    def split(self, rows: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, edges: list[int]):
+        """In-range sums and the clipped bins of candidates grouped by distance to the clipping edge.
+
+        ``lo``/``hi``: integer clipping bins (any shape, broadcast with ``rows``). Returns the
+        prefix-sum differences ``[stats, ...]`` of the in-range bins, and ``[stats, ..., classes]``
+        of the blocks below ``lo`` and above ``hi`` at distance ``[edges[j], edges[j+1])`` bins
+        (the last block runs to the end bin).
+        """
+        b_lo, b_hi = (lo - self.kmin).long()[..., None], (hi - self.kmin).long()[..., None] + 1
+        e = torch.tensor(edges, device=b_lo.device)
+        end = torch.tensor([self.nbins], device=b_lo.device)
+        low = self.at(rows[..., None], torch.cat([(b_lo - e + 1), torch.zeros_like(b_lo)], -1))
+        high = self.at(rows[..., None], torch.cat([(b_hi + e - 1), end.expand_as(b_hi)], -1))
+        in_range = high[..., 0] - low[..., 0]
+        return in_range, low[..., :-1] - low[..., 1:], high[..., 1:] - high[..., :-1]
 
     def lower_bound(self, rows: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, t_lo: torch.Tensor,
                     t_hi: torch.Tensor, edges: list[int]) -> torch.Tensor:
@@ -263,16 +284,7 @@ class BinnedWidth:
         as the reference computes them (float64). The in-range part is exact; each clipped side is
         bounded by Jensen on blocks of bins at distance ``[edges[j], edges[j+1])`` from the edge.
         """
-        b_lo, b_hi = (lo - self.kmin).long(), (hi - self.kmin).long() + 1
-        inner_lo, inner_hi = self._at(rows, b_lo), self._at(rows, b_hi)
-        bound = inner_hi[2] - inner_lo[2]
-        for j in range(len(edges)):
-            last = j == len(edges) - 1
-            outer_lo = torch.zeros_like(inner_lo) if last else self._at(rows, b_lo - edges[j + 1] + 1)
-            outer_hi = self._at(rows, torch.full_like(b_hi, self.nbins) if last else b_hi + edges[j + 1] - 1)
-            n = inner_lo[0] - outer_lo[0]
-            bound = bound + jensen(n, n * t_lo - (inner_lo[1] - outer_lo[1]), self.p)
-            n = outer_hi[0] - inner_hi[0]
-            bound = bound + jensen(n, (outer_hi[1] - inner_hi[1]) - n * t_hi, self.p)
-            inner_lo, inner_hi = outer_lo, outer_hi
-        return bound
+        in_range, low, high = self.split(rows, lo, hi, edges)
+        clipped = jensen(low[0], low[0] * t_lo[..., None] - low[1], self.p) \
+            + jensen(high[0], high[1] - high[0] * t_hi[..., None], self.p)
+        return in_range[2] + clipped.sum(-1)

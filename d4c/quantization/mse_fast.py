@@ -225,12 +225,12 @@ def _visit_width(xc: torch.Tensor, best: Incumbent, pb: Problem, rows: torch.Ten
     if sel[0].numel() == 0:
         return
     sub = {k: v[sel] for k, v in cand.items()}
-    fine = binned.lower_bound(local[sel], lo[sel], hi[sel], t_lo[sel], t_hi[sel], _bin_classes(pb.levels))
+    fine = binned.lower_bound(local[sel], lo[sel], hi[sel], t_lo[sel], t_hi[sel], bin_classes(pb.levels))
     fine = torch.maximum(_bounded(fine, sub, s_grid[sel], pb, ideal=False), pre_bound[sel])
     evaluate_in_rounds(xc, best, pb, grid_rows[sel], fine, sub)
 
 
-def _bin_classes(levels: int) -> list[int]:
+def bin_classes(levels: int) -> list[int]:
     """Distance classes (in bins from the clipping edge) for the binned Jensen bound."""
     edges = [1, 2, 3, 4]
     while edges[-1] < 2 * levels + 3:
