@@ -26,6 +26,7 @@ import torch
 BLOCK = 1 << 18  # elements per temporary in a pass over the data (stays in cache)
 EXTREMES = 8  # most extreme elements per side kept as single points by PointSummary
 SUMMARY_BINS = 32  # bins grouping the other elements in PointSummary
+FAR_BINS = 1  # BinnedWidth resolves elements up to this many grid lengths beyond the furthest clipping edge
 BISECT_STEPS = 16
 
 
@@ -225,16 +226,22 @@ class HistogramBound:
 class BinnedWidth:
     """The data of some rows binned by ``k = round(x / s)`` for one scale per row (one width).
 
-    Bins cover ``k`` in ``[kmin, kmin + nbins)``; the end bins also collect everything beyond.
-    Prefix sums (float64) over the bins of the count, the sum of ``x`` and the sum of the rounding
-    errors ``|x - k s|^p`` (the reference's float32 ``k s``), and optionally of ``x^2``, sum any
+    Row ``r``'s bins cover ``k`` in ``[kmin[r], kmin[r] + nbins)``: the data's own range of ``k``,
+    cut at ``levels + 1 + FAR_BINS`` steps beyond the furthest clipping bins (``lo >= -levels``,
+    ``hi <= levels``); the end bins collect everything beyond, which every candidate clips.
+    Prefix sums (float64) over the bins of the count, the sum of ``x``, the sum of the rounding
+    errors ``|x - k s|^p`` (the reference's float32 ``k s``) and optionally of ``x^2`` sum any
     window of bins in O(1).
     """
 
-    def __init__(self, xc: torch.Tensor, s: torch.Tensor, kmin: int, nbins: int, p: float,
-                 second_moment: bool = False):
+    def __init__(self, xc: torch.Tensor, s: torch.Tensor, x_min: torch.Tensor, x_max: torch.Tensor, levels: int,
+                 p: float, second_moment: bool = False):
         rows, m = xc.shape
         inv = 1.0 / s  # float32 reciprocal, exactly as fake_quantize computes it
+        reach = levels + 1 + FAR_BINS * (levels + 1)
+        kmin = torch.round(x_min * inv).clamp(min=-reach)  # k is monotone in x: these are the row's extremes
+        kmax = torch.round(x_max * inv).clamp(max=reach)
+        nbins = int((kmax - kmin).clamp(min=0).max()) + 1
         sums = torch.zeros(4 if second_moment else 3, rows * nbins, dtype=torch.float64, device=xc.device)
         offsets = (torch.arange(rows, device=xc.device) * nbins)[:, None]
         step_r, step_c = max(1, BLOCK // m), min(m, BLOCK)
@@ -244,7 +251,8 @@ class BinnedWidth:
                 inv_b, s_b = inv[r0:r0 + step_r, None], s[r0:r0 + step_r, None]
                 k = torch.round(xb * inv_b)
                 err = powp((xb - k * s_b).abs() * inv_b, p)  # rounding error in units of s^p
-                idx = ((k.clamp(kmin, kmin + nbins - 1) - kmin).long() + offsets[r0:r0 + step_r]).flatten()
+                idx = (k - kmin[r0:r0 + step_r, None]).clamp(0, nbins - 1).long() + offsets[r0:r0 + step_r]
+                idx = idx.flatten()
                 sums[0].index_add_(0, idx, torch.ones_like(xb, dtype=torch.float64).flatten())
                 sums[1].index_add_(0, idx, xb.double().flatten())
                 sums[2].index_add_(0, idx, err.double().flatten())
@@ -253,7 +261,7 @@ class BinnedWidth:
         sums = sums.view(-1, rows, nbins)
         sums[2] *= s.double()[:, None] ** p
         self.prefix = torch.nn.functional.pad(sums.cumsum(2), (1, 0))  # [3 or 4, rows, nbins + 1]
-        self.kmin, self.nbins, self.p = kmin, nbins, p
+        self.kmin, self.nbins, self.p = kmin.long(), nbins, p
 
     def at(self, rows: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """Prefix sums ``[3 or 4, ...]`` over bins ``[0, pos)`` of ``rows`` (broadcast with ``pos``)."""
@@ -268,7 +276,8 @@ class BinnedWidth:
         of the blocks below ``lo`` and above ``hi`` at distance ``[edges[j], edges[j+1])`` bins
         (the last block runs to the end bin).
         """
-        b_lo, b_hi = (lo - self.kmin).long()[..., None], (hi - self.kmin).long()[..., None] + 1
+        kmin = self.kmin[rows]
+        b_lo, b_hi = (lo - kmin).long()[..., None], (hi - kmin).long()[..., None] + 1
         e = torch.tensor(edges, device=b_lo.device)
         end = torch.tensor([self.nbins], device=b_lo.device)
         low = self.at(rows[..., None], torch.cat([(b_lo - e + 1), torch.zeros_like(b_lo)], -1))

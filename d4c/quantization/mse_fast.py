@@ -26,6 +26,7 @@ from d4c.quantization.mse_bounds import BinnedWidth, HistogramBound, PointSummar
 from d4c.quantization.qparams import SCALE_EPS, calculate_qparams, fake_quantize
 
 RHO = 1e-5  # relative slack between a float64 bound and the reference's float32 mean error
+ROW_BUDGET = 1 << 23  # elements per row chunk (data, candidates or bins), bounding the memory
 EXACT_BLOCK = 1 << 22  # elements per batch of exact evaluations
 HIST_MAX_BINS = 1 << 13
 HIST_ROW_FRACTION = 8  # at most one histogram bin per this many elements
@@ -47,6 +48,11 @@ class Problem:
     @property
     def levels(self) -> int:
         return self.qmax - self.qmin
+
+    def rows_per_chunk(self) -> int:
+        """Rows searched together: their data, bins and candidates stay within ``ROW_BUDGET``."""
+        per_row = max(self.m, 4 * (self.levels + 1) * (self.num if self.histogram_bins() else 1))
+        return max(1, ROW_BUDGET // per_row)
 
     def histogram_classes(self) -> list[float]:
         """Clipping-distance classes for :class:`HistogramBound` (distances reach ``num * levels`` steps)."""
@@ -199,15 +205,17 @@ def _clamped(xc: torch.Tensor, best: Incumbent, pb: Problem, xrange: torch.Tenso
     evaluate_in_rounds(xc, best, pb, rows, torch.zeros_like(cand["idx"], dtype=torch.float64), cand)
 
 
-def _visit_width(xc: torch.Tensor, best: Incumbent, pb: Problem, rows: torch.Tensor, cand: dict[str, torch.Tensor],
-                 s_ref: torch.Tensor, pre_bound: torch.Tensor | None) -> None:
+def _visit_width(xc: torch.Tensor, extent: tuple[torch.Tensor, torch.Tensor], best: Incumbent, pb: Problem,
+                 rows: torch.Tensor, cand: dict[str, torch.Tensor], s_ref: torch.Tensor,
+                 pre_bound: torch.Tensor | None) -> None:
     """One binning pass for a width (per row) and exact evaluation of the zero points that can win.
 
-    ``cand``: ``[rows, levels + 1]`` candidates; ``pre_bound``: safe mean bounds already known
+    ``extent``: every row's min and max; ``cand``: ``[rows, levels + 1]`` candidates; ``pre_bound``: safe mean bounds already known
     (histogram), else the pass's coarse bound (one Jensen block per side) is used to preselect.
     """
-    binned = BinnedWidth(xc if rows.numel() == xc.shape[0] else xc[rows], s_ref, -pb.levels - 1,
-                         2 * pb.levels + 3, pb.p)
+    x_min, x_max = extent
+    binned = BinnedWidth(xc if rows.numel() == xc.shape[0] else xc[rows], s_ref, x_min[rows], x_max[rows],
+                         pb.levels, pb.p)
     lo, hi = pb.qmin - cand["z"], pb.qmax - cand["z"]
     t_lo, t_hi = (lo * s_ref[:, None]).double(), (hi * s_ref[:, None]).double()
     local = torch.arange(rows.numel(), device=xc.device)[:, None].expand_as(lo)
@@ -241,11 +249,12 @@ def bin_classes(levels: int) -> list[int]:
 def search_two_sided(xc: torch.Tensor, best: Incumbent, pb: Problem) -> None:
     """2-D search: widths best histogram bound first (long rows) or widest first, one binning pass
     per visited width, until no remaining width can win."""
-    xrange = xc.max(1).values - xc.min(1).values
+    extent = xc.min(1).values, xc.max(1).values
+    xrange = extent[1] - extent[0]
     _clamped(xc, best, pb, xrange)
     bins = pb.histogram_bins()
     if bins:
-        _widths_by_histogram(xc, best, pb, xrange, bins)
+        _widths_by_histogram(xc, extent, best, pb, bins)
         return
     summary = PointSummary(xc)
     active = torch.arange(xc.shape[0], device=xc.device)
@@ -260,13 +269,14 @@ def search_two_sided(xc: torch.Tensor, best: Incumbent, pb: Problem) -> None:
         s_ref = cand["s"].amax(1)
         live = s_ref > SCALE_EPS
         if bool(live.any()):
-            _visit_width(xc, best, pb, active[live], {k: v[live] for k, v in cand.items()}, s_ref[live], None)
+            _visit_width(xc, extent, best, pb, active[live], {k: v[live] for k, v in cand.items()}, s_ref[live], None)
 
 
-def _widths_by_histogram(xc: torch.Tensor, best: Incumbent, pb: Problem, xrange: torch.Tensor, bins: int) -> None:
+def _widths_by_histogram(xc: torch.Tensor, extent: tuple[torch.Tensor, torch.Tensor], best: Incumbent, pb: Problem,
+                         bins: int) -> None:
     """Bound every candidate from a histogram, then visit each row's widths cheapest bound first."""
     hist = HistogramBound(xc, bins, pb.p)
-    n_rows = xc.shape[0]
+    n_rows, xrange = xc.shape[0], extent[1] - extent[0]
     cand = [two_sided_candidates(xrange, i, pb) for i in range(1, pb.num + 1)]
     cand = {k: torch.stack([c[k] for c in cand], 1) for k in cand[0]}  # [rows, num, levels + 1]
     s_ref = cand["s"].amax(2)
@@ -285,4 +295,20 @@ def _widths_by_histogram(xc: torch.Tensor, best: Incumbent, pb: Problem, xrange:
             return
         r, w = rows[go], w[go]
         width_bound[r, w] = float("inf")
-        _visit_width(xc, best, pb, r, {k: v[r, w] for k, v in cand.items()}, s_ref[r, w], bound[r, w])
+        _visit_width(xc, extent, best, pb, r, {k: v[r, w] for k, v in cand.items()}, s_ref[r, w], bound[r, w])
+
+
+def exact_search(xc: torch.Tensor, pb: Problem, side: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row of ``xc`` the reference's ``(best_min, best_max)``, rows searched in memory-bounded chunks."""
+    lows, highs = [], []
+    step = pb.rows_per_chunk()
+    for r0 in range(0, xc.shape[0], step):
+        rows = xc[r0:r0 + step]
+        best = Incumbent(rows.min(1).values, rows.max(1).values)
+        if pb.symmetric or side != "no":
+            search_one_sided(rows, best, pb, side)
+        else:
+            search_two_sided(rows, best, pb)
+        lows.append(best.lo)
+        highs.append(best.hi)
+    return torch.cat(lows), torch.cat(highs)

@@ -106,7 +106,14 @@ def _two_sided_range(width: torch.Tensor, zp: torch.Tensor, pb: Problem) -> tupl
 
 
 def golden_ranges(xc: torch.Tensor, pb: Problem, side: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per row ``(best_min, best_max)`` of the golden-section search, never worse than min/max."""
+    """Per row ``(best_min, best_max)`` of the golden-section search, never worse than min/max;
+    rows are searched in memory-bounded chunks."""
+    step = pb.rows_per_chunk()
+    found = [_golden_rows(xc[r0:r0 + step], pb, side) for r0 in range(0, xc.shape[0], step)]
+    return torch.cat([f[0] for f in found]), torch.cat([f[1] for f in found])
+
+
+def _golden_rows(xc: torch.Tensor, pb: Problem, side: str) -> tuple[torch.Tensor, torch.Tensor]:
     x_min, x_max = xc.min(1).values, xc.max(1).values
     zero = torch.zeros_like(x_min)
     if pb.symmetric or side != "no":
@@ -116,7 +123,7 @@ def golden_ranges(xc: torch.Tensor, pb: Problem, side: str) -> tuple[torch.Tenso
     else:
         def width_error(width: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             s = (width / float(pb.levels)).clamp(min=1e-8)
-            binned = BinnedWidth(xc, s, -pb.levels - 1, 2 * pb.levels + 3, pb.p, second_moment=True)
+            binned = BinnedWidth(xc, s, x_min, x_max, pb.levels, pb.p, second_moment=True)
             return _inner_zero_point(binned, s, pb)
 
         width, _, zp = golden_minimize(width_error, zero, x_max - x_min)

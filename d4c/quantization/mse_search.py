@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 
 from d4c.errors import D4CError
-from d4c.quantization.mse_fast import Incumbent, Problem, search_one_sided, search_two_sided
+from d4c.quantization.mse_fast import Problem, exact_search
 from d4c.quantization.mse_golden import golden_ranges
 from d4c.quantization.qparams import calculate_qparams, channels_first, fake_quantize
 
@@ -104,19 +104,13 @@ def search_range(x: torch.Tensor, qmin: int, qmax: int, symmetric: bool, ch_axis
     if x.numel() == 0:
         raise D4CError("search_range got an empty tensor; the MSE range search needs at least one value.")
     xc = channels_first(x.detach().float(), ch_axis).contiguous()
-    x_min, x_max = xc.min(1).values, xc.max(1).values
-    side = sidedness or data_sidedness(x_min, x_max)
+    side = sidedness or data_sidedness(xc.min(1).values, xc.max(1).values)
     if p < 1:
         return brute_force_search(x, qmin, qmax, symmetric, ch_axis, p, num, side)
-    best = Incumbent(x_min, x_max)
-    problem = Problem(qmin, qmax, symmetric, p, num, xc.shape[1])
-    if symmetric or side != "no":
-        search_one_sided(xc, best, problem, side)
-    else:
-        search_two_sided(xc, best, problem)
+    best_min, best_max = exact_search(xc, Problem(qmin, qmax, symmetric, p, num, xc.shape[1]), side)
     if ch_axis < 0:
-        return best.lo[0], best.hi[0]
-    return best.lo, best.hi
+        return best_min[0], best_max[0]
+    return best_min, best_max
 
 
 @torch.no_grad()
