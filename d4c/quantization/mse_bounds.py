@@ -27,7 +27,7 @@ BLOCK = 1 << 18  # elements per temporary in a pass over the data (stays in cach
 EXTREMES = 8  # most extreme elements per side kept as single points by PointSummary
 SUMMARY_BINS = 32  # bins grouping the other elements in PointSummary
 FAR_BINS = 1  # BinnedWidth resolves elements up to this many grid lengths beyond the furthest clipping edge
-BISECT_STEPS = 16
+BISECT_STEPS = 12
 
 
 def powp(t: torch.Tensor, p: float) -> torch.Tensor:
@@ -92,26 +92,39 @@ class PointSummary:
     def sliding_bound(self, rows: torch.Tensor, width: torch.Tensor, p: float) -> torch.Tensor:
         """Lower bound on the points' clip error for any window ``[a, a + width]`` containing 0.
 
-        The error is convex in ``a`` (``-width <= a <= 0``; 2-D windows always contain 0): bisect
-        on its derivative, then bound the minimum from below by the tangent at the bracket's left end.
+        The error ``f(a)`` is convex in ``a`` (``-width <= a <= 0``; 2-D windows always contain
+        0). A float32 bisection on its derivative brackets the minimum in ``[left, right]``; then,
+        in float64, ``f`` is at least the larger of its tangents at ``left`` and ``right`` (valid
+        however good the bracket), whose minimum over ``[-width, 0]`` is returned.
         """
         pts, w = self.points[rows], self.weights[rows]
-        upper = pts - width[:, None]  # a point at x lies above the window when a < x - width
 
-        def value_and_slope(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        def value_and_slope(a: torch.Tensor, pts: torch.Tensor, w: torch.Tensor, width: torch.Tensor):
             under = (a[:, None] - pts).clamp(min=0)
-            over = (upper - a[:, None]).clamp(min=0)
-            slope = torch.where(under > 0, under ** (p - 1), 0.0) - torch.where(over > 0, over ** (p - 1), 0.0)
-            return (w * (under ** p + over ** p)).sum(1), p * (w * slope).sum(1)
+            over = (pts - width[:, None] - a[:, None]).clamp(min=0)
+            pu = torch.where(under > 0, powp(under, p - 1), 0.0)
+            po = torch.where(over > 0, powp(over, p - 1), 0.0)
+            return (w * (pu * under + po * over)).sum(1), p * (w * (pu - po)).sum(1)
 
-        left, right = -width, torch.zeros_like(width)
+        pts32, w32, width32 = pts.float(), w.float(), width.float()
+        left, right = -width32, torch.zeros_like(width32)
         for _ in range(BISECT_STEPS):
             mid = (left + right) / 2
-            go_right = value_and_slope(mid)[1] < 0
+            go_right = value_and_slope(mid, pts32, w32, width32)[1] < 0
             left = torch.where(go_right, mid, left)
             right = torch.where(go_right, right, mid)
-        value, slope = value_and_slope(left)
-        return (value + slope.clamp(max=0) * (right - left)).clamp(min=0)
+        left, right = left.double(), right.double()
+        f_l, d_l = value_and_slope(left, pts, w, width)
+        f_r, d_r = value_and_slope(right, pts, w, width)
+
+        def tangents(a: torch.Tensor) -> torch.Tensor:
+            return torch.maximum(f_l + d_l * (a - left), f_r + d_r * (a - right))
+
+        apart = d_l != d_r  # else the tangents are parallel and an end of the interval is the minimum
+        kink = (f_r - f_l + d_l * left - d_r * right) / torch.where(apart, d_l - d_r, 1.0)
+        kink = torch.where(apart, kink, left).clamp(-width, torch.zeros_like(width))
+        low = torch.minimum(torch.minimum(tangents(-width), tangents(torch.zeros_like(width))), tangents(kink))
+        return low.clamp(min=0)
 
 
 def scale_margin(bound: torch.Tensor, s: torch.Tensor, s_ref: torch.Tensor, reach: torch.Tensor, m: int,
@@ -192,9 +205,10 @@ class HistogramBound:
 
     def _block(self, rows: torch.Tensor, start: torch.Tensor, end: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Count and sum of the values in bins ``[start, end)``."""
-        flat, base = self.prefix.reshape(2, -1), rows * (self.nbins + 1)
+        base = rows * (self.nbins + 1)
         end = torch.maximum(start, end)
-        return flat[0, base + end] - flat[0, base + start], flat[1, base + end] - flat[1, base + start]
+        count, total = self.prefix[0].flatten(), self.prefix[1].flatten()
+        return count.take(base + end) - count.take(base + start), total.take(base + end) - total.take(base + start)
 
     def lower_bound(self, lattice: torch.Tensor, rows: torch.Tensor, s: torch.Tensor, lo: torch.Tensor,
                     hi: torch.Tensor, classes: list[float]) -> torch.Tensor:
@@ -261,12 +275,13 @@ class BinnedWidth:
         sums = sums.view(-1, rows, nbins)
         sums[2] *= s.double()[:, None] ** p
         self.prefix = torch.nn.functional.pad(sums.cumsum(2), (1, 0))  # [3 or 4, rows, nbins + 1]
+        self.table = self.prefix.flatten(1).t().contiguous()  # one row of stats per (row, bin): fast gathers
         self.kmin, self.nbins, self.p = kmin.long(), nbins, p
 
     def at(self, rows: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """Prefix sums ``[3 or 4, ...]`` over bins ``[0, pos)`` of ``rows`` (broadcast with ``pos``)."""
-        flat = self.prefix.reshape(self.prefix.shape[0], -1)
-        return flat[:, rows * (self.nbins + 1) + pos.clamp(0, self.nbins)]
+        idx = rows * (self.nbins + 1) + pos.clamp(0, self.nbins)
+        return self.table.index_select(0, idx.flatten()).view(*idx.shape, -1).movedim(-1, 0)
 
     def split(self, rows: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, edges: list[int]):
         """In-range sums and the clipped bins of candidates grouped by distance to the clipping edge.

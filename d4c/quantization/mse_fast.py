@@ -26,12 +26,13 @@ from d4c.quantization.mse_bounds import BinnedWidth, HistogramBound, PointSummar
 from d4c.quantization.qparams import SCALE_EPS, calculate_qparams, fake_quantize
 
 RHO = 1e-5  # relative slack between a float64 bound and the reference's float32 mean error
+SEED_CANDIDATES = 4  # zero points given the fine bound to pick a row's first exact evaluation
 ROW_BUDGET = 1 << 23  # elements per row chunk (data, candidates or bins), bounding the memory
 EXACT_BLOCK = 1 << 22  # elements per batch of exact evaluations
 HIST_MAX_BINS = 1 << 13
 HIST_ROW_FRACTION = 8  # at most one histogram bin per this many elements
 HIST_BINS_PER_LEVEL = 10  # a histogram helps once its bins are much finer than the grid step
-HIST_CLASS_RATIO = 1.5  # growth of the clipping-distance classes (units of s) of the histogram bound
+HIST_CLASS_RATIO = 2.0  # growth of the clipping-distance classes (units of s) of the histogram bound
 
 
 @dataclass(frozen=True)
@@ -73,9 +74,10 @@ class Incumbent:
         self.lo, self.hi = x_min.clone(), x_max.clone()
 
     def can_win(self, rows: torch.Tensor, bound_mean: torch.Tensor, idx: torch.Tensor | int) -> torch.Tensor:
-        """Whether candidates with this safe lower bound on their mean error may still be chosen."""
-        best = self.err[rows].double()
-        return (bound_mean < best) | ((bound_mean <= best) & (idx < self.idx[rows]))
+        """Whether candidates with this safe lower bound on their mean error may still be chosen
+        (the incumbent itself, already evaluated, may not)."""
+        best, best_idx = self.err[rows].double(), self.idx[rows]
+        return ((bound_mean < best) & (idx != best_idx)) | ((bound_mean <= best) & (idx < best_idx))
 
     def offer(self, rows: torch.Tensor, err: torch.Tensor, idx: torch.Tensor, new_min: torch.Tensor,
               new_max: torch.Tensor) -> None:
@@ -135,15 +137,19 @@ def one_sided_candidates(xrange: torch.Tensor, pb: Problem, side: str) -> dict[s
     return {"idx": idx, "s": s, "z": z, "new_min": new_min, "new_max": new_max}
 
 
-def two_sided_candidates(xrange: torch.Tensor, i: int, pb: Problem) -> dict[str, torch.Tensor]:
-    """The reference's 2-D candidates of width ``i`` (``[rows, levels + 1]``, one per zero point)."""
+def two_sided_candidates(xrange: torch.Tensor, i: int | torch.Tensor, pb: Problem) -> dict[str, torch.Tensor]:
+    """The reference's 2-D candidates of width ``i``: ``[rows, levels + 1]``, one per zero point
+    (``[rows, W, levels + 1]`` for a tensor of ``W`` widths); the same float32 arithmetic."""
     zp = torch.arange(pb.qmin, pb.qmax + 1, device=xrange.device)
-    tmp_max = xrange / pb.num * i
+    if isinstance(i, torch.Tensor):
+        xrange, i = xrange[:, None], i.to(xrange.device)
+    tmp_max = (xrange / pb.num * (i.float() if isinstance(i, torch.Tensor) else i))[..., None]
     delta = tmp_max / float(pb.levels)
-    new_min = (-zp).float() * delta[:, None]
-    new_max = tmp_max[:, None] - zp.float() * delta[:, None]
+    new_min = (-zp).float() * delta
+    new_max = tmp_max - zp.float() * delta
     s, z = calculate_qparams(new_min, new_max, pb.qmin, pb.qmax, False)
-    idx = ((i - 1) * (pb.levels + 1) + zp - pb.qmin).expand_as(s)
+    first = (i - 1) * (pb.levels + 1)
+    idx = ((first[:, None] if isinstance(i, torch.Tensor) else first) + zp - pb.qmin).expand_as(s)
     return {"idx": idx, "s": s, "z": z, "new_min": new_min, "new_max": new_max}
 
 
@@ -208,34 +214,38 @@ def _clamped(xc: torch.Tensor, best: Incumbent, pb: Problem, xrange: torch.Tenso
 def _visit_width(xc: torch.Tensor, extent: tuple[torch.Tensor, torch.Tensor], best: Incumbent, pb: Problem,
                  rows: torch.Tensor, cand: dict[str, torch.Tensor], s_ref: torch.Tensor,
                  pre_bound: torch.Tensor | None) -> None:
-    """One binning pass for a width (per row) and exact evaluation of the zero points that can win.
+    """One binning pass for a width (one per row) and exact evaluation of the zero points that can win.
 
-    ``extent``: every row's min and max; ``cand``: ``[rows, levels + 1]`` candidates; ``pre_bound``: safe mean bounds already known
-    (histogram), else the pass's coarse bound (one Jensen block per side) is used to preselect.
+    ``extent``: every row's min and max; ``cand``: ``[rows, levels + 1]`` candidates; ``pre_bound``:
+    their safe mean bounds if already known (histogram), else the pass's coarse bound (one Jensen
+    block per side) preselects; survivors get the fine bound (blocks by distance to the edge).
     """
-    x_min, x_max = extent
-    binned = BinnedWidth(xc if rows.numel() == xc.shape[0] else xc[rows], s_ref, x_min[rows], x_max[rows],
+    binned = BinnedWidth(xc if rows.numel() == xc.shape[0] else xc[rows], s_ref, extent[0][rows], extent[1][rows],
                          pb.levels, pb.p)
     lo, hi = pb.qmin - cand["z"], pb.qmax - cand["z"]
     t_lo, t_hi = (lo * s_ref[:, None]).double(), (hi * s_ref[:, None]).double()
     local = torch.arange(rows.numel(), device=xc.device)[:, None].expand_as(lo)
     s_grid = s_ref[:, None].expand_as(lo)
-    usable = cand["s"] > SCALE_EPS  # clamped candidates are handled by _clamped
+
+    def fine_bound(sel) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        sub = {k: v[sel] for k, v in cand.items()}
+        fine = binned.lower_bound(local[sel], lo[sel], hi[sel], t_lo[sel], t_hi[sel], bin_classes(pb.levels))
+        return torch.maximum(_bounded(fine, sub, s_grid[sel], pb, ideal=False), pre_bound[sel]), sub
+
     if pre_bound is None:
         pre_bound = _bounded(binned.lower_bound(local, lo, hi, t_lo, t_hi, [1]), cand, s_grid, pb, ideal=False)
-    pre_bound = torch.where(usable, pre_bound, float("inf"))
+    pre_bound = torch.where(cand["s"] > SCALE_EPS, pre_bound, float("inf"))  # clamped ones: see _clamped
     grid_rows = rows[:, None].expand_as(lo)
-    if not bool(torch.isfinite(best.err[rows]).all()):  # seed rows without a best with their cheapest bound
-        seed = (local[:, :1], pre_bound.argmin(1, keepdim=True))
-        evaluate_in_rounds(xc, best, pb, rows, pre_bound[seed].flatten(),
-                           {k: v[seed].flatten() for k, v in cand.items()}, max_rounds=1)
+    if not bool(torch.isfinite(best.err[rows]).all()):
+        # Seed rows without a best: of their few cheapest coarse bounds, the cheapest fine bound.
+        top = pre_bound.topk(min(SEED_CANDIDATES, lo.shape[1]), dim=1, largest=False).indices
+        fine, sub = fine_bound((local[:, :top.shape[1]], top))
+        pick = (torch.arange(rows.numel(), device=xc.device), fine.argmin(1))
+        evaluate_in_rounds(xc, best, pb, rows, fine[pick], {k: v[pick] for k, v in sub.items()}, max_rounds=1)
     sel = torch.nonzero(best.can_win(grid_rows, pre_bound, cand["idx"]), as_tuple=True)
-    if sel[0].numel() == 0:
-        return
-    sub = {k: v[sel] for k, v in cand.items()}
-    fine = binned.lower_bound(local[sel], lo[sel], hi[sel], t_lo[sel], t_hi[sel], bin_classes(pb.levels))
-    fine = torch.maximum(_bounded(fine, sub, s_grid[sel], pb, ideal=False), pre_bound[sel])
-    evaluate_in_rounds(xc, best, pb, grid_rows[sel], fine, sub)
+    if sel[0].numel():
+        fine, sub = fine_bound(sel)
+        evaluate_in_rounds(xc, best, pb, grid_rows[sel], fine, sub)
 
 
 def bin_classes(levels: int) -> list[int]:
@@ -277,8 +287,7 @@ def _widths_by_histogram(xc: torch.Tensor, extent: tuple[torch.Tensor, torch.Ten
     """Bound every candidate from a histogram, then visit each row's widths cheapest bound first."""
     hist = HistogramBound(xc, bins, pb.p)
     n_rows, xrange = xc.shape[0], extent[1] - extent[0]
-    cand = [two_sided_candidates(xrange, i, pb) for i in range(1, pb.num + 1)]
-    cand = {k: torch.stack([c[k] for c in cand], 1) for k in cand[0]}  # [rows, num, levels + 1]
+    cand = two_sided_candidates(xrange, torch.arange(1, pb.num + 1), pb)  # [rows, num, levels + 1]
     s_ref = cand["s"].amax(2)
     lattice = hist.lattice_prefix(s_ref.double())
     rows = torch.arange(n_rows, device=xc.device)
