@@ -30,7 +30,7 @@ SEED_CANDIDATES = 4  # zero points given the fine bound to pick a row's first ex
 ROW_BUDGET = 1 << 23  # elements per row chunk (data, candidates or bins), bounding the memory
 EXACT_BLOCK = 1 << 22  # elements per batch of exact evaluations
 HIST_MAX_BINS = 1 << 13
-HIST_ROW_FRACTION = 8  # at most one histogram bin per this many elements
+HIST_ROW_FRACTION = 64  # one histogram bin per this many elements: its bounds cost ~num/64 passes
 HIST_BINS_PER_LEVEL = 10  # a histogram helps once its bins are much finer than the grid step
 HIST_CLASS_RATIO = 2.0  # growth of the clipping-distance classes (units of s) of the histogram bound
 
@@ -52,7 +52,8 @@ class Problem:
 
     def rows_per_chunk(self) -> int:
         """Rows searched together: their data, bins and candidates stay within ``ROW_BUDGET``."""
-        per_row = max(self.m, 4 * (self.levels + 1) * (self.num if self.histogram_bins() else 1))
+        bins = self.histogram_bins()
+        per_row = max(self.m, 4 * (self.levels + 1) * (self.num if bins else 1), self.num * (bins + 1))
         return max(1, ROW_BUDGET // per_row)
 
     def histogram_classes(self) -> list[float]:
@@ -73,11 +74,18 @@ class Incumbent:
         self.idx = torch.full(x_min.shape, torch.iinfo(torch.int64).max, dtype=torch.int64, device=x_min.device)
         self.lo, self.hi = x_min.clone(), x_max.clone()
 
-    def can_win(self, rows: torch.Tensor, bound_mean: torch.Tensor, idx: torch.Tensor | int) -> torch.Tensor:
-        """Whether candidates with this safe lower bound on their mean error may still be chosen
-        (the incumbent itself, already evaluated, may not)."""
+    def can_win(self, rows: torch.Tensor, bound_mean: torch.Tensor, idx: torch.Tensor | int,
+                candidate: bool = True) -> torch.Tensor:
+        """Whether candidates with this safe lower bound on their mean error may still be chosen.
+
+        ``idx``: the candidate's index (``candidate``: the incumbent itself, already evaluated, is
+        excluded), or the smallest index of a group of candidates (``candidate=False``).
+        """
         best, best_idx = self.err[rows].double(), self.idx[rows]
-        return ((bound_mean < best) & (idx != best_idx)) | ((bound_mean <= best) & (idx < best_idx))
+        below = bound_mean < best
+        if candidate:
+            below = below & (idx != best_idx)
+        return below | ((bound_mean <= best) & (idx < best_idx))
 
     def offer(self, rows: torch.Tensor, err: torch.Tensor, idx: torch.Tensor, new_min: torch.Tensor,
               new_max: torch.Tensor) -> None:
@@ -272,7 +280,7 @@ def search_two_sided(xc: torch.Tensor, best: Incumbent, pb: Problem) -> None:
         if bool(torch.isfinite(best.err[active]).any()):
             width = (xrange[active] / pb.num * i).double() * (1 + 1e-6)
             bound = summary.sliding_bound(active, width, pb.p) * (1 - RHO) / pb.m
-            active = active[best.can_win(active, bound, 0)]  # narrower windows clip at least as much
+            active = active[best.can_win(active, bound, 0, candidate=False)]  # narrower windows clip more
             if active.numel() == 0:
                 return
         cand = two_sided_candidates(xrange[active], i, pb)
@@ -299,7 +307,7 @@ def _widths_by_histogram(xc: torch.Tensor, extent: tuple[torch.Tensor, torch.Ten
     while True:
         w = width_bound.argmin(1)
         lb = width_bound[rows, w]
-        go = torch.isfinite(lb) & best.can_win(rows, lb, w * (pb.levels + 1))
+        go = torch.isfinite(lb) & best.can_win(rows, lb, w * (pb.levels + 1), candidate=False)
         if not bool(go.any()):
             return
         r, w = rows[go], w[go]

@@ -27,7 +27,7 @@ from d4c.quantization.mse_bounds import BinnedWidth, powp
 from d4c.quantization.mse_fast import Problem, bin_classes, exact_mean_errors
 from d4c.quantization.qparams import calculate_qparams
 
-GOLDEN_STEPS = 20  # bracket shrinks to 0.618^20 ~ 7e-5 of the range
+GOLDEN_STEPS = 12  # bracket shrinks to 0.618^12 ~ 3e-3 of the range (the grid step is 1e-2)
 INV_PHI = (math.sqrt(5) - 1) / 2
 
 

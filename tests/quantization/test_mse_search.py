@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from d4c.errors import D4CError
+from d4c.quantization import mse_fast
 from d4c.quantization.mse_search import brute_force_search, golden_section_search, search_range
 from d4c.quantization.qparams import calculate_qparams, fake_quantize, lp_error, quant_range
 
@@ -75,18 +76,31 @@ def test_matches_reference_8bit(kind, shape, ch_axis):
     _assert_same_choice(_sample(kind, shape, seed=3), 8, False, ch_axis)
 
 
+@pytest.fixture
+def histogram_for_short_rows(monkeypatch):
+    """Lets rows of a few thousand elements take the histogram path (by default it needs ~64 x more)."""
+    monkeypatch.setattr(mse_fast, "HIST_ROW_FRACTION", 4)
+
+
 @pytest.mark.parametrize("bit, kind, shape, ch_axis", [
     (4, "gauss", (3000,), -1), (4, "student", (2, 2400), 0), (4, "shifted", (3000,), -1),
     (2, "outliers", (800,), -1), (4, "pos", (3000,), -1), (4, "relu", (2, 2400), 0),
 ])
-def test_matches_reference_long_rows(bit, kind, shape, ch_axis):
-    """Rows long enough for the histogram bound that orders the widths."""
+def test_matches_reference_long_rows(bit, kind, shape, ch_axis, histogram_for_short_rows):
+    """Rows taking the histogram bound that orders the widths (1-D and 2-D)."""
+    assert mse_fast.Problem(0, 2**bit - 1, False, 2.4, 100, shape[-1]).histogram_bins() > 0
     _assert_same_choice(_sample(kind, shape, seed=5), bit, False, ch_axis)
 
 
-def test_matches_reference_long_rows_8bit():
-    """The 8-bit histogram path (rows of 20k+), with 8 widths to keep the reference affordable."""
+def test_matches_reference_long_rows_8bit(histogram_for_short_rows):
+    """The 8-bit histogram path, with 6 widths to keep the reference affordable."""
+    assert mse_fast.Problem(0, 255, False, 2.4, 6, 20480).histogram_bins() > 0
     _assert_same_choice(_sample("student", (20480,), seed=6), 8, False, -1, num=6)
+
+
+def test_histogram_path_by_default_at_2_bits():
+    assert mse_fast.Problem(0, 3, False, 2.4, 100, 4000).histogram_bins() > 0
+    _assert_same_choice(_sample("shifted", (4000,), seed=14), 2, False, -1)
 
 
 @pytest.mark.parametrize("sidedness", ["pos", "neg", "no"])
