@@ -241,7 +241,7 @@ def _visit_width(xc: torch.Tensor, extent: tuple[torch.Tensor, torch.Tensor], be
         return torch.maximum(_bounded(fine, sub, s_grid[sel], pb, ideal=False), pre_bound[sel]), sub
 
     if pre_bound is None:
-        pre_bound = _bounded(binned.lower_bound(local, lo, hi, t_lo, t_hi, [1]), cand, s_grid, pb, ideal=False)
+        pre_bound = _bounded(binned.coarse_bound(local, lo, hi, t_lo, t_hi), cand, s_grid, pb, ideal=False)
     pre_bound = torch.where(cand["s"] > SCALE_EPS, pre_bound, float("inf"))  # clamped ones: see _clamped
     grid_rows = rows[:, None].expand_as(lo)
     if not bool(torch.isfinite(best.err[rows]).all()):
