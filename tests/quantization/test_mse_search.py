@@ -114,6 +114,7 @@ def test_sidedness_override(sidedness):
 def test_other_p_and_num():
     _assert_same_choice(_sample("student", (200,), seed=8), 4, False, -1, p=2.0, num=37)
     _assert_same_choice(_sample("gauss", (3, 60), seed=8), 4, False, 0, p=1.0)
+    _assert_same_choice(_sample("gauss", (60,), seed=8), 2, False, -1, p=0.5, num=10)  # non-convex: reference loop
 
 
 @pytest.mark.parametrize("x", [
@@ -213,6 +214,17 @@ def test_golden_section_close_to_exhaustive(kind, bit, symmetric, shape, ch_axis
     plain = _errors(x, x_min, x_max, qmin, qmax, symmetric, ch_axis)
     assert torch.all(golden <= exhaustive * 1.05)
     assert torch.all(golden <= plain)
+
+
+@pytest.mark.parametrize("bit", [2, 16])
+def test_golden_section_extreme_bit_widths(bit):
+    for x, ch_axis in [(_sample("student", (3000,), seed=bit), -1), (_sample("shifted", (3, 400), seed=bit), 0)]:
+        qmin, qmax = quant_range(bit, False)
+        lo, hi = golden_section_search(x, qmin, qmax, False, ch_axis)
+        x_min = x.amin() if ch_axis < 0 else x.amin(1)
+        x_max = x.amax() if ch_axis < 0 else x.amax(1)
+        plain = _errors(x, x_min, x_max, qmin, qmax, False, ch_axis)
+        assert torch.all(_errors(x, lo, hi, qmin, qmax, False, ch_axis) <= plain)
 
 
 def test_golden_section_degenerate_inputs():
