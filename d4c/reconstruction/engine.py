@@ -40,6 +40,8 @@ from d4c.reconstruction.forward import UnitForward
 from d4c.reconstruction.units import Unit, encoder_plans
 
 ALPHA_LR = 1e-3
+TRUNCATE_PADDING = True
+"""With ``token_loss: relevant``, reconstruct text units on sequences cut after the longest text."""
 LOG_EVERY = 50
 """Steps between progress-bar loss updates (each costs one device synchronisation)."""
 
@@ -219,6 +221,13 @@ def reconstruct(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor, co
                              first.batch_axis, device, store)[0][0]
         x_fp = capture_inputs(lambda d: plan.run(fp_model, d), data, fp_model.get_submodule(first.name),
                               first.batch_axis, device, store)[0][0]
+        if valid is not None and TRUNCATE_PADDING:
+            # Positions after every sequence's end-of-text token reach no counted output and (causal
+            # mask) no earlier position: dropping them changes no loss, only the cost (and LSQ's
+            # size-dependent gradient scale, which Adam normalises away up to its epsilon).
+            keep = int(valid.sum(1).max())
+            x_q, x_fp = x_q[:, :keep].contiguous(), x_fp[:, :keep].contiguous()
+            valid, output = valid[:, :keep], output[:, :keep]
         for block_index, block in enumerate(plan.blocks):
             q_block, fp_block = model.get_submodule(block.name), fp_model.get_submodule(block.name)
 

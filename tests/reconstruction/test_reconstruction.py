@@ -283,3 +283,29 @@ def test_token_loss_setting_decides_the_masks(micro_vit, fast_qconfig, monkeypat
     assert text_kv.sum(1).tolist() == (eot + 1).tolist()
     text_mlp = masks["transformer.resblocks.0.mlp.c_fc"]
     assert text_mlp.sum(1).tolist() == [1] * len(tokens) and text_mlp[torch.arange(len(tokens)), eot].all()
+
+
+def test_cutting_text_padding_keeps_the_losses(micro_vit, fast_qconfig, monkeypatch):
+    import d4c.reconstruction.engine as engine
+
+    config = fast_qconfig("config48", recon={"iters": 20, "text_batch_size": 4})
+    model, _, qconfig, images, tokens = _calibrated(micro_vit, config)
+    assert tokens.argmax(-1).max() + 1 < tokens.shape[1]  # there is padding to cut
+    results = {}
+    for truncate in (True, False):
+        monkeypatch.setattr(engine, "TRUNCATE_PADDING", truncate)
+        candidate = copy.deepcopy(model)
+        torch.manual_seed(0)
+        reports = reconstruct(candidate, images, tokens, qconfig.recon, "cpu", progress=False, encoders=("text",))
+        results[truncate] = (candidate.state_dict(), reports)
+    cut, full = results[True][1], results[False][1]
+    # the same loss on the same cached rows: padding never reaches a counted token
+    assert cut[0].error_before == pytest.approx(full[0].error_before, rel=1e-5)
+    # LSQ scales its gradients by the tensor size, which Adam normalises away up to its epsilon,
+    # so training ends (almost) the same
+    for a, b in zip(cut, full):
+        assert a.error_after == pytest.approx(b.error_after, rel=2e-2)
+    weights = [n for n in results[True][0] if n.endswith(".weight") and "resblocks" in n]
+    same = sum(int((results[True][0][n] == results[False][0][n]).sum()) for n in weights)
+    total = sum(results[True][0][n].numel() for n in weights)
+    assert same / total > 0.999
