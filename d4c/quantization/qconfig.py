@@ -33,7 +33,7 @@ OBSERVERS = ("MinMaxObserver", "AvgMinMaxObserver", "MSEObserver", "AvgMSEObserv
              "AvgMSEFastObserver")
 ROUND_MODES = ("learned_hard_sigmoid",)
 TOKEN_LOSSES = ("relevant", "all")
-OPTIONAL_KEYS = {"recon": {"token_loss": "relevant"}}
+OPTIONAL_KEYS = {"recon": {"token_loss": "all"}}
 """Keys a file may leave out, with their defaults (everything else is required)."""
 BIT_RANGE = (2, 16)
 QUANTIZER_KEYS = ("quantizer", "observer", "bit", "symmetric", "ch_axis")
@@ -93,10 +93,10 @@ class ReconConfig:
     round_mode: str
     drop_prob: float
     """QDrop: probability of keeping an activation's quantized value during reconstruction."""
-    token_loss: str = "relevant"
-    """Token encoders: ``relevant`` averages the loss over the tokens that can reach the encoder output
-    (text: up to the end-of-text token; last block's query/attention/MLP: the class or end-of-text
-    token only); ``all`` over every token, padding included."""
+    token_loss: str = "all"
+    """Token encoders: ``all`` (default, SPEC 4.5) averages the loss over every token, padding
+    included; ``relevant`` only over the tokens that can reach the encoder output (text: up to the
+    end-of-text token; last block's query/attention/MLP: the class or end-of-text token only)."""
 
 
 @dataclass(frozen=True)
