@@ -54,6 +54,11 @@ def _add_quantization_flags(parser: argparse.ArgumentParser) -> None:
                        help="quantization YAML: bit widths, quantizers, observers, calibration, reconstruction "
                             "(default: %(default)s)")
     group.add_argument("--recon", action="store_true", help="run block reconstruction after calibration")
+    group.add_argument("--recon_iters", default=None, type=int, metavar="N",
+                       help="reconstruction steps per unit, overriding recon.iters of --q_config")
+    group.add_argument("--load_quant", default=None, metavar="PATH",
+                       help="evaluate a saved quantized model (the *.quant.pt every quantized run writes next to "
+                            "its result) without calibrating again; --model must be the model it was made from")
 
 
 def _add_generation_flags(parser: argparse.ArgumentParser) -> None:

@@ -64,6 +64,10 @@ class RunConfig:
     """Quantization YAML (bit widths, quantizers, observers, calibration and reconstruction settings)."""
     recon: bool = False
     """Run block reconstruction after calibration."""
+    recon_iters: int | None = None
+    """Override of the config's ``recon.iters`` (reconstruction steps per unit)."""
+    load_quant: str | None = None
+    """Evaluate a saved quantized model (``*.quant.pt``) instead of quantizing and calibrating."""
     # data-free calibration
     dfq: bool = False
     """Calibrate on synthetic images instead of real training images."""
@@ -122,6 +126,10 @@ class RunConfig:
             raise D4CError(f"--gen_method must be one of {', '.join(GEN_METHODS)}, got {self.gen_method!r}.")
         if self.d4c_config not in D4C_CONFIGS:
             raise D4CError(f"--d4c_config must be one of 0, 1, 2, 3, got {self.d4c_config}.")
+        if self.recon_iters is not None and not self.recon_iters > 0:
+            raise D4CError(f"--recon_iters must be positive, got {self.recon_iters}.")
+        if self.load_quant and self.fp_model:
+            raise D4CError("--load_quant evaluates a saved quantized model: drop --fp_model or --load_quant.")
         if self.gen_img and not self.dfq:
             raise D4CError("--gen_img only applies to data-free calibration: add --dfq or drop --gen_img.")
 

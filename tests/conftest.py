@@ -42,3 +42,24 @@ def run_cli(*args: str, cwd: Path = REPO_ROOT, env: dict | None = None) -> subpr
     full_env = {**os.environ, "D4C_OFFLINE": "1", **(env or {})}
     return subprocess.run([sys.executable, str(TEST_QUANT), *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def fast_qconfig(tmp_path):
+    """Write a config inheriting ``exp/<base>.yaml`` with min-max observers (fast calibration); return its path.
+
+    Keyword arguments override single keys: ``fast_qconfig("config48", recon={"iters": 50})``.
+    """
+
+    def make(base: str = "config48", **sections) -> str:
+        import yaml
+
+        doc = {"root": str(REPO_ROOT / "exp" / f"{base}.yaml"),
+               "a_qconfig": {"observer": "MinMaxObserver"}, "w_qconfig": {"observer": "MinMaxObserver"}}
+        for section, keys in sections.items():
+            doc.setdefault(section, {}).update(keys)
+        path = tmp_path / f"{base}_minmax_{len(list(tmp_path.glob('*.yaml')))}.yaml"
+        path.write_text(yaml.safe_dump(doc))
+        return str(path)
+
+    return make

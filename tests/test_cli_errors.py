@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import run_cli
+from d4c.cli import main
+from tests.conftest import REPO_ROOT, run_cli
 
 
 def _assert_one_sentence_error(result, *fragments):
@@ -48,8 +49,53 @@ def test_unknown_dataset(tmp_path):
     _assert_one_sentence_error(r, "imagenet22k", "cifar100")
 
 
-@pytest.mark.parametrize("extra", [[], ["--dfq"], ["--dfq", "--gen_img"], ["--recon"]])
-def test_stages_of_later_versions_say_not_available(tmp_path, extra):
-    r = run_cli("--model", "tiny-vit", "--dataset", "digits", *extra, "--output", str(tmp_path / "r.json"))
-    _assert_one_sentence_error(r, "not available yet")
+def test_pseudo_image_synthesis_says_not_available(tmp_path, fast_qconfig):
+    r = run_cli("--model", "tiny-vit", "--dataset", "digits", "--q_config", fast_qconfig(), "--dfq", "--gen_img",
+                "--num_workers", "0", "--output", str(tmp_path / "r.json"))
+    _assert_one_sentence_error(r, "not available yet", "--gen_img")
+    assert not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.parametrize("yaml_text, fragment", [
+    ("root: config48.yaml\nw_qconfig: {bit: 1}\n", "w_qconfig.bit must be an integer in 2..16, got 1"),
+    ("a_qconfig: [unclosed\n", "is not valid YAML"),
+])
+def test_bad_quantization_config_stops_before_the_model_is_loaded(tmp_path, yaml_text, fragment):
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml_text.replace("config48.yaml", str(REPO_ROOT / "exp" / "config48.yaml")))
+    # an unknown model would be the error if the model were loaded first
+    r = run_cli("--model", "ViT-Z/1", "--dataset", "digits", "--q_config", str(config),
+                "--output", str(tmp_path / "r.json"))
+    _assert_one_sentence_error(r, str(config), fragment)
+
+
+def test_bad_prompt_file_stops_before_the_model_is_loaded(tmp_path):
+    prompts = tmp_path / "p.json"
+    prompts.write_text('{"classnames": ["dog"], "templates": ["no placeholder"]}')
+    r = run_cli("--model", "ViT-Z/1", "--dataset", "digits", "--custom_file", str(prompts),
+                "--output", str(tmp_path / "r.json"))
+    _assert_one_sentence_error(r, str(prompts), "placeholder")
+
+
+def _main_error(capsys, *argv):
+    """Run the CLI in-process (cheaper than a subprocess) and return its one stderr line."""
+    assert main(list(argv)) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("d4c-quant: error: ") and lines[0].endswith(".")
+    return lines[0]
+
+
+def test_in_process_quantization_errors(tmp_path, capsys, fast_qconfig):
+    out = str(tmp_path / "r.json")
+    assert "--recon_iters" in _main_error(capsys, "--model", "tiny-vit", "--dataset", "digits", "--recon",
+                                          "--recon_iters", "0", "--output", out)
+    line = _main_error(capsys, "--model", "tiny-vit", "--dataset", "digits", "--load_quant",
+                       str(tmp_path / "none.quant.pt"), "--output", out)
+    assert "--load_quant" in line and "does not exist" in line
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"root: {REPO_ROOT / 'exp' / 'config48.yaml'}\nrecon: {{drop_prob: 2}}\n")
+    line = _main_error(capsys, "--model", "tiny-vit", "--dataset", "digits", "--q_config", str(bad), "--output", out)
+    assert "recon.drop_prob must be a number in (0, 1]" in line
+    assert "--fp_model" in _main_error(capsys, "--model", "tiny-vit", "--dataset", "digits", "--fp_model",
+                                       "--load_quant", "x.quant.pt", "--output", out)
     assert not (tmp_path / "r.json").exists()

@@ -78,3 +78,43 @@ def test_unknown_output_placeholder_is_an_error(tmp_path, capsys):
     assert main(["--fp_model", "--model", "tiny-vit", "--dataset", "digits",
                  "--output", str(tmp_path / "{datset}.json")]) == 2
     assert "{datset}" in capsys.readouterr().err
+
+
+def _run(tmp_path, name, *flags):
+    out = tmp_path / f"{name}.json"
+    assert main(["--dataset", "digits", "--num_workers", "0", "--output", str(out), *flags]) == 0
+    return json.loads(out.read_text()), out
+
+
+def test_w8a8_real_data_ptq_stays_close_to_full_precision(tmp_path, fast_qconfig):
+    fp, _ = _run(tmp_path, "fp", "--model", "tiny-vit", "--fp_model")
+    q, out = _run(tmp_path, "q", "--model", "tiny-vit", "--q_config", fast_qconfig("config88"))
+    assert abs(q["metrics"]["acc1"] - fp["metrics"]["acc1"]) <= 0.02
+    assert q["method"] == "real" and q["recon"] is False
+    assert q["q_config"]["w_qconfig"]["bit"] == 8 and q["q_config"]["a_qconfig"]["observer"] == "MinMaxObserver"
+    assert q["q_config"]["recon"]["iters"] == 20000 and q["q_config"]["path"].endswith(".yaml")
+    assert q["timings_s"]["calibration"] > 0 and q["timings_s"]["reconstruction"] is None
+    assert q["calibration_data"] == {"images": 128, "texts": 512, "image_source": "real"}
+    assert q["quant_state"] == str(tmp_path / "q.quant.pt") and (tmp_path / "q.quant.pt").is_file()
+    assert fp["q_config"] is None and not (tmp_path / "fp.quant.pt").exists()
+
+
+def test_gaussian_dfq_with_reconstruction_and_saved_state_round_trip(tmp_path, fast_qconfig, capsys):
+    config = fast_qconfig("config48", calibrate={"visual": 16, "text": 32},
+                          recon={"visual_batch_size": 4, "text_batch_size": 4})
+    q, _ = _run(tmp_path, "q", "--model", "tiny-rn", "--q_config", config, "--dfq", "--recon", "--recon_iters", "2")
+    assert q["method"] == "gaussian" and q["recon"] is True and q["q_config"]["recon"]["iters"] == 2
+    assert q["timings_s"]["reconstruction"] > 0 and q["reconstruction_steps"] == 2 * len(q["reconstruction_units"])
+    assert q["reconstruction_units"][0]["name"] == "visual.layer1.0"
+    assert not (tmp_path / "q.recon-ckpt.pt").exists()  # removed once reconstruction finished
+    assert q["calibration_data"]["images"] == 16 and q["calibration_data"]["image_source"] == "gaussian"
+    state = q["quant_state"]
+    loaded, _ = _run(tmp_path, "loaded", "--model", "tiny-rn", "--load_quant", state)
+    assert loaded["metrics"] == q["metrics"]
+    assert loaded["loaded_quant_state"] is True and loaded["quant_state"] == state
+    assert loaded["method"] == "gaussian" and loaded["recon"] is True and loaded["q_config"] == q["q_config"]
+    assert loaded["timings_s"]["reconstruction"] is None
+    capsys.readouterr()
+    assert main(["--dataset", "digits", "--model", "tiny-vit", "--load_quant", state,
+                 "--output", str(tmp_path / "x.json")]) == 2
+    assert "holds a quantized tiny-rn" in capsys.readouterr().err

@@ -1,0 +1,121 @@
+"""Quantized CLIP (SPEC 4.3): wrap both encoders in place, and switch their quantizers on and off.
+
+What is quantized (each with a weight quantizer and an input quantizer):
+
+* ModifiedResNet: conv1, conv2, conv3 of every Bottleneck; the attention pool's q/k/v/c_proj with
+  quantizers on the projected q, k, v and the softmax output;
+* VisionTransformer and the text Transformer: per residual block, q/k/v (split from the packed
+  in-projection) and the out projection with the same attention quantizers, and the MLP's c_fc
+  and c_proj.
+
+Everything else stays full precision (stems, downsample branches, patch/class/positional/token
+embeddings, LayerNorms, BatchNorms, projections, residual adds, ``q k^T`` and ``A v``).
+
+Exceptions applied while wrapping: the inputs of q/k/v and c_fc in every transformer block (image
+and text) are quantized per channel over the hidden (last) dimension, and so is the c_proj input
+of the text MLPs; every quantizer of the text MLPs (weights and inputs) is 8-bit.
+
+A freshly wrapped model has every quantizer disabled and computes what the original computes.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from clip.model import CLIP, AttentionPool2d, Bottleneck, ModifiedResNet, ResidualAttentionBlock, VisionTransformer
+from torch import nn
+
+from d4c.quantization.fake_quant import AdaRoundFakeQuantize, FakeQuantizeBase
+from d4c.quantization.modules import (ACTIVATION, WEIGHT, QuantAttentionPool2d, QuantConv2d, QuantLinear,
+                                      QuantMultiheadAttention)
+from d4c.quantization.qconfig import QConfig
+
+HIDDEN_AXIS = 2
+"""Channel axis of per-channel activations: the hidden dimension of ``[L, N, D]`` (and of ``[N, L, D]``)."""
+TEXT_MLP_BIT = 8
+ENCODERS = ("visual", "transformer")
+"""Top-level module names of the image and text encoders, in reconstruction order."""
+
+
+def _wrap_block(block: ResidualAttentionBlock, qconfig: QConfig, text: bool) -> None:
+    w_config, a_config = qconfig.w_qconfig, qconfig.a_qconfig
+    block.attn = QuantMultiheadAttention(block.attn, w_config, a_config, input_ch_axis=HIDDEN_AXIS)
+    if text:
+        w_config, a_config = w_config.with_bit(TEXT_MLP_BIT), a_config.with_bit(TEXT_MLP_BIT)
+    mlp = block.mlp
+    mlp.c_fc = QuantLinear(mlp.c_fc, w_config, a_config, act_ch_axis=HIDDEN_AXIS)
+    mlp.c_proj = QuantLinear(mlp.c_proj, w_config, a_config, act_ch_axis=HIDDEN_AXIS if text else None)
+
+
+def _wrap_resnet(visual: ModifiedResNet, qconfig: QConfig) -> None:
+    w_config, a_config = qconfig.w_qconfig, qconfig.a_qconfig
+    for module in visual.modules():
+        if isinstance(module, Bottleneck):
+            for name in ("conv1", "conv2", "conv3"):
+                setattr(module, name, QuantConv2d(getattr(module, name), w_config, a_config))
+    if not isinstance(visual.attnpool, AttentionPool2d):
+        raise ValueError("the ResNet's attention pool is not clip.model.AttentionPool2d")
+    visual.attnpool = QuantAttentionPool2d(visual.attnpool, w_config, a_config)
+
+
+def is_quantized(model: nn.Module) -> bool:
+    """True when ``model`` already holds quantizers."""
+    return any(isinstance(m, FakeQuantizeBase) for m in model.modules())
+
+
+def quantize_clip(model: CLIP, qconfig: QConfig) -> CLIP:
+    """Wrap ``model``'s image and text encoders in place (quantizers disabled); return it."""
+    if is_quantized(model):
+        raise ValueError("the model is already quantized")
+    if isinstance(model.visual, ModifiedResNet):
+        _wrap_resnet(model.visual, qconfig)
+    elif isinstance(model.visual, VisionTransformer):
+        for block in model.visual.transformer.resblocks:
+            _wrap_block(block, qconfig, text=False)
+    else:
+        raise ValueError(f"cannot quantize an image encoder of type {type(model.visual).__name__}")
+    for block in model.transformer.resblocks:
+        _wrap_block(block, qconfig, text=True)
+    return model
+
+
+def named_quantizers(model: nn.Module, role: str | None = None) -> Iterator[tuple[str, FakeQuantizeBase]]:
+    """Every quantizer of ``model`` (only ``weight`` or ``activation`` ones when ``role`` is given)."""
+    for name, module in model.named_modules():
+        if isinstance(module, FakeQuantizeBase) and (role is None or module.role == role):
+            yield name, module
+
+
+def set_quant_state(model: nn.Module, observe: bool = False, quantize: bool = True, role: str | None = None) -> None:
+    """Turn observers and fake quantization of ``model``'s quantizers (of ``role``) on or off."""
+    for _, quantizer in named_quantizers(model, role):
+        quantizer.observer_enabled = observe
+        quantizer.fake_quant_enabled = quantize
+
+
+def disable_quantization(model: nn.Module) -> None:
+    """Every quantizer becomes the identity (full-precision behaviour)."""
+    set_quant_state(model, observe=False, quantize=False)
+
+
+def enable_quantization(model: nn.Module) -> None:
+    """Every quantizer quantizes with its current scale and zero point (observers off)."""
+    set_quant_state(model, observe=False, quantize=True)
+
+
+def quantized_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """Every layer holding a weight quantizer (QuantLinear / QuantConv2d), in forward order."""
+    for name, module in model.named_modules():
+        if isinstance(module, (QuantLinear, QuantConv2d)):
+            yield name, module
+
+
+def harden_all(model: nn.Module) -> None:
+    """Write any learned AdaRound rounding into its weight (safe to call when there is none)."""
+    for _, layer in quantized_layers(model):
+        if isinstance(layer.weight_quantizer, AdaRoundFakeQuantize):
+            layer.weight_quantizer.harden(layer.weight)
+
+
+__all__ = ["ACTIVATION", "WEIGHT", "HIDDEN_AXIS", "ENCODERS", "quantize_clip", "is_quantized", "named_quantizers",
+           "set_quant_state", "disable_quantization", "enable_quantization", "quantized_layers", "harden_all"]

@@ -1,0 +1,262 @@
+"""Block reconstruction (SPEC 4.5): AdaRound rounding and LSQ activation scales, unit by unit.
+
+For each unit (:mod:`d4c.reconstruction.units`), image encoder first, then text:
+
+1. cache the unit's input from the quantized model (earlier units already reconstructed,
+   quantization on) and its output from a full-precision copy (:mod:`d4c.reconstruction.cache`);
+2. for ``iters`` steps, sample ``*_batch_size`` cached rows with replacement and minimise
+   ``mean(sum_c (y_hat - y)^2) + weight * sum(1 - |2 h(alpha) - 1|^b)``, where ``c`` is the channel
+   dimension (conv channels, token features) and the mean runs over positions (for token units,
+   by default only over the tokens that can reach the encoder output); the rounding term starts
+   after ``warm_up * iters`` steps and ``b`` decays linearly from ``b_range[0]`` to ``b_range[1]`` over the remaining steps;
+   AdaRound ``alpha`` with Adam (lr 1e-3), the unit's LSQ scales (and LSQ+ zero points) with Adam
+   at ``*_scale_lr``, cosine-annealed to 0 over ``iters``;
+3. QDrop: while the unit trains, its activation quantizers keep each element's quantized value
+   with probability ``drop_prob`` and its unquantized value otherwise, so the unit input mixes
+   quantized and full-precision values elementwise; reset to 1 afterwards;
+4. harden the rounding (written into the weights).
+
+Only ``alpha`` and the unit's scales require gradients; every other tensor is frozen.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from d4c.quantization.fake_quant import AdaRoundFakeQuantize, FakeQuantizeBase
+from d4c.quantization.modules import ACTIVATION, QuantConv2d, QuantLinear
+from d4c.quantization.qconfig import ReconConfig
+from d4c.quantization.quant_clip import disable_quantization
+from d4c.reconstruction.cache import DEFAULT_CHUNK, apply_chunked, capture_inputs, capture_output
+from d4c.reconstruction.checkpoint import ReconCheckpoint
+from d4c.reconstruction.forward import UnitForward
+from d4c.reconstruction.units import Unit, encoder_plans
+
+ALPHA_LR = 1e-3
+TRUNCATE_PADDING = True
+"""With ``token_loss: relevant``, reconstruct text units on sequences cut after the longest text."""
+LOG_EVERY = 50
+"""Steps between progress-bar loss updates (each costs one device synchronisation)."""
+
+
+@dataclass
+class UnitReport:
+    """What reconstructing one unit did."""
+
+    name: str
+    iters: int
+    error_before: float
+    """Reconstruction loss on all cached rows with round-to-nearest weights (before)."""
+    error_after: float
+    """The same after reconstruction and hardening."""
+    seconds: float
+    seconds_per_iter: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def rounding_exponent(step: int, iters: int, warm_up: float, b_range: tuple[float, float]) -> float | None:
+    """The exponent ``b`` of the rounding loss at ``step``, or None during warm-up (no rounding loss)."""
+    start = warm_up * iters
+    if step < start:
+        return None
+    progress = (step - start) / max(iters - start, 1e-12)
+    b_start, b_end = b_range
+    return b_end + (b_start - b_end) * max(0.0, 1.0 - progress)
+
+
+def reconstruction_loss(out: torch.Tensor, target: torch.Tensor, channel_dim: int,
+                        mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``mean(sum over channel_dim of (out - target)^2)``, the mean over the positions ``mask`` keeps.
+
+    ``mask`` (``[N, L]`` for token outputs ``[N, L, D]``) restricts the mean to those tokens; without
+    it the loss is one fused reduction (no per-channel temporaries).
+    """
+    if mask is None:
+        return F.mse_loss(out, target, reduction="sum") * (out.shape[channel_dim] / out.numel())
+    weights = mask.unsqueeze(-1).to(out.dtype)
+    return F.mse_loss(out * weights, target * weights, reduction="sum") / weights.sum().clamp(min=1)
+
+
+@torch.no_grad()
+def unit_error(forward: UnitForward, target: torch.Tensor, device: torch.device, mask: torch.Tensor | None = None,
+               chunk: int = DEFAULT_CHUNK) -> float:
+    """The reconstruction loss of the unit over every cached row (no rounding term)."""
+    total, count = 0.0, 0.0
+    for start in range(0, target.shape[0], chunk):
+        out = forward([x[start:start + chunk].to(device) for x in forward.tensors])
+        part = None if mask is None else mask[start:start + chunk].to(device)
+        weight = out.shape[0] if part is None else float(part.sum())
+        total += float(reconstruction_loss(out, target[start:start + chunk].to(device), forward.unit.channel_dim,
+                                           part)) * weight
+        count += weight
+    return total / max(count, 1.0)
+
+
+def _rounding_layers(module: nn.Module) -> list[tuple[nn.Module, AdaRoundFakeQuantize]]:
+    layers = [m for m in module.modules() if isinstance(m, (QuantLinear, QuantConv2d))]
+    return [(layer, layer.weight_quantizer) for layer in layers
+            if isinstance(layer.weight_quantizer, AdaRoundFakeQuantize)]
+
+
+def _activation_quantizers(module: nn.Module) -> list[FakeQuantizeBase]:
+    return [m for m in module.modules() if isinstance(m, FakeQuantizeBase) and m.role == ACTIVATION]
+
+
+def reconstruct_unit(module: nn.Module, inputs: list[torch.Tensor], kwargs: dict, target: torch.Tensor, unit: Unit,
+                     config: ReconConfig, batch_size: int, scale_lr: float, device: torch.device,
+                     generator: torch.Generator, progress: bool = True, desc: str | None = None,
+                     mask: torch.Tensor | None = None) -> UnitReport:
+    """Reconstruct one unit from its cached batch-first ``inputs`` and full-precision ``target``.
+
+    ``inputs``, ``target`` and the optional token ``mask`` (``[N, L]``: the output tokens the loss
+    averages over) live on the cache device (``device``, or the CPU under ``keep_gpu: False``);
+    ``generator`` lives there too.
+    """
+    start_time = time.perf_counter()
+    forward = UnitForward(module, inputs, kwargs, unit, device, target.device)
+    error_before = unit_error(forward, target, device, mask)
+    rounding = _rounding_layers(module)
+    activations = _activation_quantizers(module)
+    for layer, quantizer in rounding:
+        quantizer.init_alpha(layer.weight)
+        quantizer.alpha.requires_grad_(True)
+    scales = [q.scale for q in activations if q.learnable_scale and q.fake_quant_enabled]
+    scales += [q.zero_point for q in activations if q.learnable_zero_point and q.fake_quant_enabled]
+    for tensor in scales:
+        tensor.requires_grad_(True)
+    for quantizer in activations:
+        quantizer.drop_prob = config.drop_prob
+
+    optimizers: list[torch.optim.Optimizer] = []
+    scheduler = None
+    if rounding:
+        optimizers.append(torch.optim.Adam([q.alpha for _, q in rounding], lr=ALPHA_LR))
+    if scales:
+        scale_optimizer = torch.optim.Adam(scales, lr=scale_lr)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(scale_optimizer, T_max=config.iters, eta_min=0.0)
+        optimizers.append(scale_optimizer)
+
+    rows = target.shape[0]
+    bar = tqdm(range(config.iters), desc=desc or unit.name, disable=not progress, leave=False, mininterval=0.5)
+    loop_start = time.perf_counter()
+    if optimizers:
+        for step in bar:
+            index = torch.randint(rows, (batch_size,), generator=generator, device=target.device)
+            batch = [x[index].to(device, non_blocking=True) for x in forward.tensors]
+            rec_loss = reconstruction_loss(forward(batch), target[index].to(device, non_blocking=True),
+                                           unit.channel_dim,
+                                           None if mask is None else mask[index].to(device, non_blocking=True))
+            b = rounding_exponent(step, config.iters, config.warm_up, config.b_range)
+            loss = rec_loss
+            if b is not None and rounding and config.weight > 0:
+                loss = loss + config.weight * sum(q.rounding_loss(b) for _, q in rounding)
+            for optimizer in optimizers:
+                optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            for optimizer in optimizers:
+                optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            if progress and (step % LOG_EVERY == 0 or step == config.iters - 1):
+                bar.set_postfix(rec=f"{rec_loss.item():.4g}", total=f"{loss.item():.4g}", refresh=False)
+    loop_seconds = time.perf_counter() - loop_start
+    bar.close()
+
+    for layer, quantizer in rounding:
+        quantizer.harden(layer.weight)
+    for tensor in scales:
+        tensor.requires_grad_(False)
+    for quantizer in activations:
+        quantizer.drop_prob = 1.0
+    error_after = unit_error(forward, target, device, mask)
+    iters = config.iters if optimizers else 0
+    return UnitReport(unit.name, iters, error_before, error_after, time.perf_counter() - start_time,
+                      loop_seconds / iters if iters else 0.0)
+
+
+def reconstruct(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor, config: ReconConfig,
+                device: torch.device | str, seed: int = 0, progress: bool = True,
+                encoders: tuple[str, ...] = ("visual", "text"),
+                checkpoint: ReconCheckpoint | None = None) -> list[UnitReport]:
+    """Reconstruct every unit of a calibrated, quantized CLIP ``model`` in place; one report per unit.
+
+    ``images`` and ``tokens`` are all reconstruction inputs (``calibrate.visual`` images,
+    ``calibrate.text`` tokenized texts). With ``keep_gpu: False`` the caches live on the CPU.
+    With ``token_loss: relevant`` the loss of token units averages over the tokens that can reach
+    the encoder output only (see :class:`~d4c.quantization.qconfig.ReconConfig`). With a
+    ``checkpoint``, finished units are saved now and then and a matching checkpoint is resumed
+    (its units are skipped); the checkpoint is left in place (the caller removes it).
+    """
+    device = torch.device(device)
+    store = device if config.keep_gpu else torch.device("cpu")
+    model.eval()
+    fp_model = copy.deepcopy(model)
+    disable_quantization(fp_model)
+    for module in (model, fp_model):
+        for parameter in module.parameters():
+            parameter.requires_grad_(False)
+    generator = torch.Generator(device=store).manual_seed(seed)
+    plans = [p for p in encoder_plans(model) if p.name in encoders]
+    total_units = sum(len(p.units) for p in plans)
+    done, saved_reports = checkpoint.load(model, generator) if checkpoint is not None else ([], [])
+    reports = [UnitReport(**r) for r in saved_reports]
+    for plan in plans:
+        data = images if plan.name == "visual" else tokens
+        batch_size = config.visual_batch_size if plan.name == "visual" else config.text_batch_size
+        scale_lr = config.visual_scale_lr if plan.name == "visual" else config.text_scale_lr
+        valid = output = None
+        if config.token_loss == "relevant" and plan.token_positions is not None:
+            valid, output = (None if m is None else m.to(store) for m in plan.token_positions(data))
+        first = plan.blocks[0]
+        x_q = capture_inputs(lambda d: plan.run(model, d), data, model.get_submodule(first.name),
+                             first.batch_axis, device, store)[0][0]
+        x_fp = capture_inputs(lambda d: plan.run(fp_model, d), data, fp_model.get_submodule(first.name),
+                              first.batch_axis, device, store)[0][0]
+        if valid is not None and TRUNCATE_PADDING:
+            # Positions after every sequence's end-of-text token reach no counted output and (causal
+            # mask) no earlier position: dropping them changes no loss, only the cost (and LSQ's
+            # size-dependent gradient scale, which Adam normalises away up to its epsilon).
+            keep = int(valid.sum(1).max())
+            x_q, x_fp = x_q[:, :keep].contiguous(), x_fp[:, :keep].contiguous()
+            valid, output = valid[:, :keep], output[:, :keep]
+        for block_index, block in enumerate(plan.blocks):
+            q_block, fp_block = model.get_submodule(block.name), fp_model.get_submodule(block.name)
+
+            def run_q(d, q_block=q_block, axis=block.batch_axis):
+                return q_block(d.movedim(0, axis))
+
+            def run_fp(d, fp_block=fp_block, axis=block.batch_axis):
+                return fp_block(d.movedim(0, axis))
+
+            for unit in block.units:
+                if unit.name in done:
+                    continue
+                inputs, kwargs = capture_inputs(run_q, x_q, model.get_submodule(unit.name), unit.batch_axis,
+                                                device, store)
+                target = capture_output(run_fp, x_fp, fp_model.get_submodule(unit.name), unit.batch_axis,
+                                        device, store)
+                desc = f"recon {len(reports) + 1}/{total_units} {unit.name}"
+                mask = output if unit.output_token_only else valid
+                report = reconstruct_unit(model.get_submodule(unit.name), inputs, kwargs, target, unit, config,
+                                          batch_size, scale_lr, device, generator, progress, desc, mask)
+                reports.append(report)
+                if progress:
+                    tqdm.write(f"{desc}: loss {report.error_before:.4g} -> {report.error_after:.4g} "
+                               f"({report.seconds_per_iter * 1e3:.2f} ms/iter)")
+                del inputs, target
+                if checkpoint is not None:
+                    checkpoint.maybe_save(model, generator, [r.name for r in reports], [r.as_dict() for r in reports])
+            if block_index + 1 < len(plan.blocks):
+                x_q = apply_chunked(lambda d: run_q(d).movedim(block.batch_axis, 0), x_q, device, store)
+                x_fp = apply_chunked(lambda d: run_fp(d).movedim(block.batch_axis, 0), x_fp, device, store)
+    del fp_model
+    return reports

@@ -1,0 +1,149 @@
+#!/usr/bin/env python
+"""Regenerate the README's PTQ table: FP and every config, with and without --recon, real data vs
+Gaussian noise, for the offline zoo models on digits.
+
+    python scripts/ptq_table.py                      # runs what is missing, prints, updates README.md
+    python scripts/ptq_table.py --recon_iters 500    # reconstruction steps per unit (default 500)
+    python scripts/ptq_table.py --observer MinMaxObserver   # a labelled variant with other observers
+
+Each cell is one ordinary run of the pipeline (``d4c.cli.main``) writing its result JSON (and
+quantized model) under ``--results_dir``; runs whose JSON exists are reused (``--skip_existing``),
+so an interrupted table resumes. The table goes between the ``ptq-table`` markers of README.md
+and, with the per-run timings, to ``<results_dir>/summary.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from d4c.cli import main as cli_main  # noqa: E402
+from d4c.io import write_json  # noqa: E402
+
+CONFIGS = ("config44", "config48", "config66", "config88")
+LABELS = {"config44": "W4A4", "config48": "W4A8", "config66": "W6A6", "config88": "W8A8"}
+MODELS = ("tiny-vit", "tiny-rn")
+DATA = (("real", []), ("gaussian", ["--dfq"]))
+START, END = "<!-- ptq-table:start -->", "<!-- ptq-table:end -->"
+
+
+def _config_path(config: str, observer: str | None, results_dir: Path) -> str:
+    """The shipped config, or a derived one (``root:`` inheritance) with ``observer`` for both tensors."""
+    shipped = ROOT / "exp" / f"{config}.yaml"
+    if not observer:
+        return str(shipped)
+    derived = results_dir / "configs" / f"{config}_{observer}.yaml"
+    derived.parent.mkdir(parents=True, exist_ok=True)
+    derived.write_text(f"root: {shipped}\na_qconfig: {{observer: {observer}}}\nw_qconfig: {{observer: {observer}}}\n")
+    return str(derived)
+
+
+def _run(out: Path, flags: list[str]) -> dict:
+    if not out.exists():
+        print(f"== {out.name}: {' '.join(flags)}", flush=True)
+        status = cli_main([*flags, "--output", str(out), "--skip_existing"])
+        if status != 0:
+            raise SystemExit(f"run failed ({status}): {' '.join(flags)}")
+    return json.loads(out.read_text())
+
+
+def run_all(args: argparse.Namespace) -> dict:
+    """Run (or reuse) every cell; return {model: {"fp": record, (config, data, recon): record}}."""
+    results_dir = Path(args.results_dir)
+    common = ["--dataset", "digits", "--num_workers", "0", "--seed", str(args.seed)]
+    table: dict = {}
+    for model in args.models:
+        cells = {"fp": _run(results_dir / f"{model}_fp.json", ["--model", model, "--fp_model", *common])}
+        for config in args.configs:
+            q_config = _config_path(config, args.observer, results_dir)
+            for data, data_flags in DATA:
+                for recon in (False, True):
+                    recon_flags = ["--recon", "--recon_iters", str(args.recon_iters)] if recon else []
+                    tag = f"{model}_{config}_{data}_{'recon' + str(args.recon_iters) if recon else 'norecon'}"
+                    cells[(config, data, recon)] = _run(results_dir / f"{tag}.json",
+                                                        ["--model", model, "--q_config", q_config, *data_flags,
+                                                         *recon_flags, *common])
+        table[model] = cells
+    return table
+
+
+def _pct(record: dict) -> str:
+    return f"{100 * record['metrics']['acc1']:.2f}"
+
+
+def markdown(table: dict, args: argparse.Namespace) -> str:
+    """The README block: accuracy table and timing table."""
+    observers = args.observer or "the configs' own (MSEObserver)"
+    lines = [
+        f"Zero-shot top-1 (%) on `digits` (539 test images), seed {args.seed}, calibration on 128 images "
+        f"and 512 texts, `--recon` with `--recon_iters {args.recon_iters}` steps per unit; observers: "
+        f"{observers}. Regenerate with `python scripts/ptq_table.py"
+        f"{' --observer ' + args.observer if args.observer else ''}"
+        f"{' --recon_iters ' + str(args.recon_iters) if args.recon_iters != 500 else ''}`.",
+        "",
+        "| model | FP | calibration data | recon | " + " | ".join(LABELS[c] for c in args.configs) + " |",
+        "|---|---|---|---|" + "---|" * len(args.configs),
+    ]
+    for model, cells in table.items():
+        for data, _ in DATA:
+            for recon in (False, True):
+                row = [f"`{model}`", _pct(cells["fp"]), "real (train split)" if data == "real" else "Gaussian noise",
+                       f"{args.recon_iters} steps" if recon else "no"]
+                row += [_pct(cells[(c, data, recon)]) for c in args.configs]
+                lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "Stage times (s, shared 2-core CPU, noisy): calibration / reconstruction, real-data runs.", "",
+              "| model | " + " | ".join(LABELS[c] for c in args.configs) + " |",
+              "|---|" + "---|" * len(args.configs)]
+    for model, cells in table.items():
+        row = [f"`{model}`"]
+        for c in args.configs:
+            cal = cells[(c, "real", False)]["timings_s"]["calibration"]
+            rec = cells[(c, "real", True)]["timings_s"]["reconstruction"]
+            row.append(f"{cal:.1f} / {rec:.0f}")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def update_readme(block: str, readme: Path) -> None:
+    """Replace the text between the ptq-table markers (which must exist) with ``block``."""
+    text = readme.read_text()
+    pattern = re.compile(re.escape(START) + r".*?" + re.escape(END), re.S)
+    if not pattern.search(text):
+        raise SystemExit(f"{readme} has no {START} ... {END} markers")
+    readme.write_text(pattern.sub(lambda _m: f"{START}\n{block}\n{END}", text))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=CONFIGS)
+    parser.add_argument("--recon_iters", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--observer", default=None, help="override both observers (a labelled variant)")
+    parser.add_argument("--results_dir", default=None, help="default: results/ptq[_<observer>]")
+    parser.add_argument("--no_readme", action="store_true", help="print the table without touching README.md")
+    args = parser.parse_args()
+    os.environ.setdefault("D4C_OFFLINE", "1")
+    if args.results_dir is None:
+        args.results_dir = str(ROOT / "results" / ("ptq" + (f"_{args.observer}" if args.observer else "")))
+    table = run_all(args)
+    block = markdown(table, args)
+    print(block)
+    summary = {model: {("fp" if key == "fp" else f"{key[0]}/{key[1]}/{'recon' if key[2] else 'norecon'}"):
+                       {"acc1": rec["metrics"]["acc1"], "timings_s": rec["timings_s"], "q_config": rec["q_config"]}
+                       for key, rec in cells.items()} for model, cells in table.items()}
+    write_json(Path(args.results_dir) / "summary.json", {"settings": vars(args), "results": summary})
+    if not args.no_readme:
+        update_readme(block, ROOT / "README.md")
+        print("README.md updated.")
+
+
+if __name__ == "__main__":
+    main()
