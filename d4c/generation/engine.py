@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from d4c.errors import D4CError
 from d4c.generation.checkpoint import CheckpointStore
+from d4c.generation.fastpaths import fast_image_encoder
 from d4c.generation.methods import method_class
 from d4c.generation.schedules import schedule_steps
 from d4c.generation.settings import GenerationSettings
@@ -132,7 +133,7 @@ def generate(model: torch.nn.Module, settings: GenerationSettings, device: torch
                disable=not progress, dynamic_ncols=True)
     began = time.perf_counter()
     try:
-        with frozen(model):
+        with frozen(model), fast_image_encoder(model, fold_batchnorm=not method.reads_batchnorm_inputs):
             method.attach()
             for iteration in range(start, settings.gen_iter):
                 total = torch.zeros((), device=device)

@@ -86,3 +86,17 @@ def test_bns_hooks_are_removed_and_gradients_reach_the_pixels(resnet):
 def test_bns_on_a_vit_is_a_clear_error(micro_vit):
     with pytest.raises(D4CError, match="BNS .* needs an image encoder with BatchNorm"):
         BNS(micro_vit, GenerationSettings(method="bns"), None, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_channel_statistics_agree_across_memory_formats(groups):
+    from d4c.generation.methods.bns import channel_statistics
+
+    x = torch.randn(4, 5, 6, 7, generator=torch.Generator().manual_seed(3)) * 3 + 2
+    reference = x.double().unflatten(0, (groups, -1))
+    expected_mean = reference.mean(dim=(1, 3, 4))
+    expected_var = reference.var(dim=(1, 3, 4), unbiased=False)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        mean, var = channel_statistics(x.contiguous(memory_format=layout), groups)
+        assert torch.allclose(mean.double(), expected_mean, rtol=1e-5, atol=1e-6)
+        assert torch.allclose(var.double(), expected_var, rtol=1e-5, atol=1e-6)

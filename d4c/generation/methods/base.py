@@ -42,6 +42,8 @@ class GenerationMethod:
     name: ClassVar[str]
     optimizes: ClassVar[bool] = True
     """False for methods that keep the initial N(0, 1) images (Gaussian noise)."""
+    reads_batchnorm_inputs: ClassVar[bool] = False
+    """True for methods that hook BatchNorm inputs (BNS): BN layers then stay unfolded while generating."""
 
     def __init__(self, model: torch.nn.Module, settings: GenerationSettings, prompts: Sequence[str] | None,
                  device: torch.device) -> None:

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from d4c.errors import D4CError
+from d4c.generation.fastpaths import encode_images
 from d4c.generation.methods.base import GenerationMethod, register
 from d4c.generation.priors import TV_WEIGHT, total_variation
 from d4c.generation.settings import GenerationSettings
@@ -24,12 +25,28 @@ def batchnorm_layers(model: nn.Module) -> list[nn.BatchNorm2d]:
     return [m for m in model.visual.modules() if isinstance(m, nn.BatchNorm2d)]
 
 
+def channel_statistics(inputs: torch.Tensor, groups: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per mini-batch, the per-channel mean and biased variance over (N, H, W): two ``groups x C`` tensors.
+
+    Channels-last inputs (the CPU path, :func:`d4c.generation.fastpaths.encode_images`) are a
+    ``rows x C`` matrix per mini-batch: mean and centred second moment as two matrix-vector
+    products, several times faster on CPUs than ``torch.var_mean`` over three dimensions.
+    """
+    channels = inputs.shape[1]
+    if inputs.is_contiguous(memory_format=torch.channels_last) and not inputs.is_contiguous():
+        rows = inputs.permute(0, 2, 3, 1).reshape(groups, -1, channels)  # a view
+        weights = rows.new_full((1, rows.shape[1]), 1.0 / rows.shape[1])
+        mean = weights @ rows  # groups x 1 x C
+        var = weights @ (rows - mean).square()
+        return mean.squeeze(1), var.squeeze(1)
+    var, mean = torch.var_mean(inputs.unflatten(0, (groups, -1)), dim=(1, 3, 4), unbiased=False)
+    return mean, var
+
+
 def bn_statistics_loss(inputs: torch.Tensor, running_mean: torch.Tensor, running_var: torch.Tensor,
                        groups: int = 1) -> torch.Tensor:
     """``mean_c (mu - running_mean)^2 + mean_c (var - running_var)^2`` per mini-batch, summed over ``groups``."""
-    n, c = inputs.shape[:2]
-    grouped = inputs.reshape(groups, n // groups, c, -1)
-    var, mean = torch.var_mean(grouped, dim=(1, 3), unbiased=False)  # groups x C
+    mean, var = channel_statistics(inputs, groups)
     return ((mean - running_mean).square().mean(dim=1) + (var - running_var).square().mean(dim=1)).sum()
 
 
@@ -38,6 +55,7 @@ class BNS(GenerationMethod):
     """BatchNorm-statistics matching, for ModifiedResNet image towers."""
 
     name = "bns"
+    reads_batchnorm_inputs = True
 
     def __init__(self, model: nn.Module, settings: GenerationSettings, prompts: Sequence[str] | None,
                  device: torch.device) -> None:
@@ -67,7 +85,7 @@ class BNS(GenerationMethod):
 
     def loss(self, images: torch.Tensor, index: slice, groups: int, generator: torch.Generator) -> torch.Tensor:
         self._terms, self._groups = [], groups
-        self.model.encode_image(images)
+        encode_images(self.model, images)
         statistics = torch.stack(self._terms).sum()
         self._terms = []
         return statistics + TV_WEIGHT * total_variation(images, groups)

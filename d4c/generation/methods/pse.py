@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from d4c.errors import D4CError
+from d4c.generation.fastpaths import encode_images
 from d4c.generation.methods.base import GenerationMethod, register
 from d4c.generation.priors import TV_WEIGHT, total_variation
 from d4c.generation.settings import GenerationSettings
@@ -112,7 +113,7 @@ class PSE(GenerationMethod):
 
     def loss(self, images: torch.Tensor, index: slice, groups: int, generator: torch.Generator) -> torch.Tensor:
         self._entropies, self._groups = [], groups
-        self.model.encode_image(images)
+        encode_images(self.model, images)
         entropy = torch.stack(self._entropies).sum()
         self._entropies = []
         return -entropy + TV_WEIGHT * total_variation(images, groups)
