@@ -5,8 +5,8 @@
     python benchmarks/bench_generation.py --full          # GPU: random:ViT-B/32, random:RN50 with 128 images
 
 Each row runs ``--warmup`` + ``--iters`` outer iterations through the real engine
-(:func:`d4c.generation.engine.generate`) and reports the mean time of the timed iterations
-(Gaussian noise: the time of drawing the images). Default settings follow the benchmark issue:
+(:func:`d4c.generation.engine.generate`) and reports the median (and minimum) time of the timed
+iterations (Gaussian noise: the time of drawing the images). Default settings follow the benchmark issue:
 32 images, gen_batch_size 16. Prints a table and writes JSON (device, torch, threads, settings,
 the reference implementation's figures) to ``benchmarks/results/generation.json``.
 """
@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -79,9 +80,11 @@ def time_row(loaded, method: str, schedule: str, args: argparse.Namespace, devic
     generate(loaded.model, settings, device, prompts if settings.method == "d4c" else None, progress=False,
              on_iteration=mark)
     timed = marks[args.warmup - 1:] if args.warmup else [start] + marks
-    per_iteration = (timed[-1] - timed[0]) / (len(timed) - 1)
+    deltas = sorted(b - a for a, b in zip(timed, timed[1:]))
+    # The median iteration: robust to other processes' bursts on a shared machine.
+    per_iteration = statistics.median(deltas)
     row = {"model": loaded.name, "method": method, "schedule": schedule, "resolved": settings.method,
-           "seconds_per_iteration": round(per_iteration, 4),
+           "seconds_per_iteration": round(per_iteration, 4), "min_seconds_per_iteration": round(deltas[0], 4),
            "seconds_per_step": round(per_iteration / settings.steps_per_iteration, 4),
            "setup_seconds": round(marks[0] - start - (marks[1] - marks[0] if len(marks) > 1 else 0), 4)}
     reference = REFERENCE_CPU.get((loaded.name, method if method != "baseline" else settings.method))

@@ -67,8 +67,11 @@ def step_generator(seed: int, device: torch.device) -> torch.Generator:
 
 @contextlib.contextmanager
 def frozen(model: torch.nn.Module) -> Iterator[None]:
-    """Parameters without gradients while generating (only pixel gradients are needed); restored afterwards."""
+    """Eval mode (BN uses its running statistics) and no parameter gradients (only pixel gradients are
+    needed) while generating; both restored afterwards."""
     flags = [(p, p.requires_grad) for p in model.parameters()]
+    was_training = model.training
+    model.eval()
     for p, _ in flags:
         p.requires_grad_(False)
     try:
@@ -76,6 +79,23 @@ def frozen(model: torch.nn.Module) -> Iterator[None]:
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
+        model.train(was_training)
+
+
+@contextlib.contextmanager
+def tf32_matmuls(device: torch.device) -> Iterator[None]:
+    """On CUDA, TF32 tensor-core matmuls while generating (convolutions already use TF32 by default); restored after.
+
+    Pixel optimisation does not need full float32 matmul precision; the images stay float32."""
+    if device.type != "cuda":
+        yield
+        return
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous
 
 
 def _log_every(iterations: int) -> int:
@@ -133,7 +153,8 @@ def generate(model: torch.nn.Module, settings: GenerationSettings, device: torch
                disable=not progress, dynamic_ncols=True)
     began = time.perf_counter()
     try:
-        with frozen(model), fast_image_encoder(model, fold_batchnorm=not method.reads_batchnorm_inputs):
+        with frozen(model), tf32_matmuls(device), \
+                fast_image_encoder(model, fold_batchnorm=not method.reads_batchnorm_inputs):
             method.attach()
             for iteration in range(start, settings.gen_iter):
                 total = torch.zeros((), device=device)

@@ -89,15 +89,16 @@ def test_reference_schedule_moves_images_outside_the_minibatch_on_momentum(micro
     assert (one_step[:2] - after_first_step).abs().max() > 1e-3
 
 
-def test_parameters_are_frozen_during_generation_and_restored(micro_vit):
-    flags = [p.requires_grad for p in micro_vit.parameters()]
+def test_parameters_are_frozen_and_eval_mode_during_generation_then_restored(micro_vit):
     micro_vit.visual.proj.requires_grad_(False)
     flags = [p.requires_grad for p in micro_vit.parameters()]
+    micro_vit.train()
     seen = []
     generate(micro_vit, GenerationSettings(method="pse", num_images=2, gen_batch_size=2, gen_iter=1), "cpu",
-             progress=False, on_iteration=lambda k: seen.append(any(p.requires_grad for p in micro_vit.parameters())))
-    assert seen == [False]
-    assert [p.requires_grad for p in micro_vit.parameters()] == flags
+             progress=False, on_iteration=lambda k: seen.append((any(p.requires_grad for p in micro_vit.parameters()),
+                                                                 micro_vit.training)))
+    assert seen == [(False, False)]
+    assert [p.requires_grad for p in micro_vit.parameters()] == flags and micro_vit.training
 
 
 @pytest.mark.parametrize("schedule", ["reference", "batched"])
