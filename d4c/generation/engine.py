@@ -82,22 +82,6 @@ def frozen(model: torch.nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
-@contextlib.contextmanager
-def tf32_matmuls(device: torch.device) -> Iterator[None]:
-    """On CUDA, TF32 tensor-core matmuls while generating (convolutions already use TF32 by default); restored after.
-
-    Pixel optimisation does not need full float32 matmul precision; the images stay float32."""
-    if device.type != "cuda":
-        yield
-        return
-    previous = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = True
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = previous
-
-
 def _log_every(iterations: int) -> int:
     return max(1, min(10, iterations // 20))
 
@@ -153,8 +137,7 @@ def generate(model: torch.nn.Module, settings: GenerationSettings, device: torch
                disable=not progress, dynamic_ncols=True)
     began = time.perf_counter()
     try:
-        with frozen(model), tf32_matmuls(device), \
-                fast_image_encoder(model, fold_batchnorm=not method.reads_batchnorm_inputs):
+        with frozen(model), fast_image_encoder(model, fold_batchnorm=not method.reads_batchnorm_inputs):
             method.attach()
             for iteration in range(start, settings.gen_iter):
                 total = torch.zeros((), device=device)
