@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from d4c.config import DEFAULT_CUSTOM_FILE, DEFAULT_Q_CONFIG, GEN_METHODS, RunConfig
+from d4c.config import (DEFAULT_CUSTOM_FILE, DEFAULT_GEN_CACHE_DIR, DEFAULT_Q_CONFIG, GEN_METHODS, GEN_SCHEDULES,
+                        RunConfig)
 from d4c.errors import D4CError
 
 EPILOG = """paper rows (SPEC section 1):
@@ -68,7 +69,8 @@ def _add_generation_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--gen_img", action="store_true",
                        help="with --dfq: optimise the pseudo images (without it they stay Gaussian noise)")
     group.add_argument("--gen_method", default="d4c", choices=GEN_METHODS,
-                       help="d4c, or baseline (BNS for ResNets, PSE for ViTs) (default: %(default)s)")
+                       help="d4c, or baseline (BNS for ResNets, PSE for ViTs); bns / pse name the baseline "
+                            "explicitly and stop on the wrong architecture family (default: %(default)s)")
     group.add_argument("--d4c_config", default=3, type=int, choices=[0, 1, 2, 3],
                        help="D4C ablation: 0 PGSI, 1 PGSI+SCG, 2 PGSI+PAE, 3 PGSI+SCG+PAE (default: %(default)s)")
     group.add_argument("--custom_file", default=DEFAULT_CUSTOM_FILE,
@@ -80,6 +82,16 @@ def _add_generation_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--gen_iter", default=3000, type=int,
                        help="outer generation iterations (default: %(default)s)")
     group.add_argument("--img_path", default=None, help="save the pseudo images as PNG files in this folder")
+    group.add_argument("--gen_schedule", default="reference", choices=GEN_SCHEDULES,
+                       help="reference: one Adam step per mini-batch, as in the paper; batched: all mini-batches in "
+                            "one pass (SCG negatives within each mini-batch) and one step per pass (default: %(default)s)")
+    group.add_argument("--gen_cache_dir", default=DEFAULT_GEN_CACHE_DIR,
+                       help="cache of generated pseudo images (reused by runs with the same recipe) and of resumable "
+                            "generation checkpoints; 'none' turns both off (default: %(default)s)")
+    group.add_argument("--gen_force", action="store_true",
+                       help="ignore cached pseudo images and checkpoints of this recipe: generate anew")
+    group.add_argument("--gen_ckpt_every", default=200, type=int,
+                       help="save a generation checkpoint every N outer iterations, 0 for never (default: %(default)s)")
 
 
 def _add_run_flags(parser: argparse.ArgumentParser) -> None:

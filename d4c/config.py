@@ -20,8 +20,10 @@ REPO_ROOT = PACKAGE_ROOT.parent
 
 DEFAULT_CUSTOM_FILE = "./d4c/template/custom_classnames_templates.json"
 DEFAULT_Q_CONFIG = "./exp/config66.yaml"
-GEN_METHODS = ("d4c", "baseline")
+GEN_METHODS = ("d4c", "baseline", "bns", "pse")
 D4C_CONFIGS = (0, 1, 2, 3)
+GEN_SCHEDULES = ("reference", "batched")
+DEFAULT_GEN_CACHE_DIR = "./cache/pseudo_images"
 
 
 def resolve_resource(path: str) -> Path:
@@ -74,7 +76,7 @@ class RunConfig:
     gen_img: bool = False
     """With --dfq, optimise the pseudo images (otherwise they stay Gaussian noise)."""
     gen_method: str = "d4c"
-    """Pseudo-image method: d4c, or baseline (BNS for ResNets, PSE for ViTs)."""
+    """Pseudo-image method: d4c, or baseline (BNS for ResNets, PSE for ViTs); bns / pse name one explicitly."""
     d4c_config: int = 3
     """D4C ablation: 0 PGSI, 1 PGSI+SCG, 2 PGSI+PAE, 3 PGSI+SCG+PAE."""
     custom_file: str = DEFAULT_CUSTOM_FILE
@@ -87,6 +89,14 @@ class RunConfig:
     """Outer iterations of pseudo-image generation."""
     img_path: str | None = None
     """Folder to save the pseudo images to as PNG."""
+    gen_schedule: str = "reference"
+    """reference: one Adam step per mini-batch (the paper's schedule); batched: one step per pass over all mini-batches."""
+    gen_cache_dir: str = DEFAULT_GEN_CACHE_DIR
+    """Folder of cached pseudo images and generation checkpoints; ``none`` turns caching and checkpoints off."""
+    gen_force: bool = False
+    """Ignore cached pseudo images and checkpoints of this recipe and generate anew."""
+    gen_ckpt_every: int = 200
+    """Save a resumable generation checkpoint every this many outer iterations (0: never)."""
     # evaluation and output
     seed: int = 0
     """Seed of torch, numpy and python's random."""
@@ -124,6 +134,10 @@ class RunConfig:
             raise D4CError(f"--num_workers must be 0 or more, got {self.num_workers}.")
         if self.gen_method not in GEN_METHODS:
             raise D4CError(f"--gen_method must be one of {', '.join(GEN_METHODS)}, got {self.gen_method!r}.")
+        if self.gen_schedule not in GEN_SCHEDULES:
+            raise D4CError(f"--gen_schedule must be one of {', '.join(GEN_SCHEDULES)}, got {self.gen_schedule!r}.")
+        if self.gen_ckpt_every < 0:
+            raise D4CError(f"--gen_ckpt_every must be 0 (no checkpoints) or more, got {self.gen_ckpt_every}.")
         if self.d4c_config not in D4C_CONFIGS:
             raise D4CError(f"--d4c_config must be one of 0, 1, 2, 3, got {self.d4c_config}.")
         if self.recon_iters is not None and not self.recon_iters > 0:
@@ -142,7 +156,7 @@ class RunConfig:
             return "real"
         if not self.gen_img:
             return "gaussian"
-        return "baseline" if self.gen_method == "baseline" else f"d4c{self.d4c_config}"
+        return f"d4c{self.d4c_config}" if self.gen_method == "d4c" else "baseline"
 
     def as_flags(self) -> dict[str, Any]:
         """Every flag and its value, for the result file."""

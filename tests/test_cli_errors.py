@@ -49,10 +49,10 @@ def test_unknown_dataset(tmp_path):
     _assert_one_sentence_error(r, "imagenet22k", "cifar100")
 
 
-def test_pseudo_image_synthesis_says_not_available(tmp_path, fast_qconfig):
+def test_baseline_of_the_wrong_family_is_one_sentence(tmp_path, fast_qconfig):
     r = run_cli("--model", "tiny-vit", "--dataset", "digits", "--q_config", fast_qconfig(), "--dfq", "--gen_img",
-                "--num_workers", "0", "--output", str(tmp_path / "r.json"))
-    _assert_one_sentence_error(r, "not available yet", "--gen_img")
+                "--gen_method", "bns", "--gen_iter", "1", "--num_workers", "0", "--output", str(tmp_path / "r.json"))
+    _assert_one_sentence_error(r, "BNS")
     assert not (tmp_path / "r.json").exists()
 
 

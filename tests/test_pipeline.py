@@ -118,3 +118,19 @@ def test_gaussian_dfq_with_reconstruction_and_saved_state_round_trip(tmp_path, f
     assert main(["--dataset", "digits", "--model", "tiny-vit", "--load_quant", state,
                  "--output", str(tmp_path / "x.json")]) == 2
     assert "holds a quantized tiny-rn" in capsys.readouterr().err
+
+
+def test_d4c_run_generates_calibrates_and_reuses_cached_images(tmp_path, fast_qconfig, capsys):
+    config = fast_qconfig("config48", calibrate={"visual": 4, "text": 16},
+                          recon={"visual_batch_size": 2, "text_batch_size": 2})
+    gen = ["--dfq", "--gen_img", "--d4c_config", "3", "--gen_iter", "2", "--gen_batch_size", "2",
+           "--gen_cache_dir", str(tmp_path / "cache"), "--custom_file", "./d4c/template/digits_classnames_templates.json"]
+    q, _ = _run(tmp_path, "q", "--model", "tiny-vit", "--q_config", config, *gen, "--recon", "--recon_iters", "1")
+    assert q["method"] == "d4c3" and q["recon"] is True
+    assert q["timings_s"]["generation"] > 0 and q["timings_s"]["reconstruction"] > 0
+    assert q["calibration_data"]["images"] == 4 and q["calibration_data"]["image_source"] == "d4c3"
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 1
+    capsys.readouterr()
+    w8, _ = _run(tmp_path, "w8", "--model", "tiny-vit", "--q_config", fast_qconfig("config88", calibrate={"visual": 4, "text": 16}), *gen)
+    assert "reusing 4 cached" in capsys.readouterr().out
+    assert w8["method"] == "d4c3" and len(list((tmp_path / "cache").glob("*.pt"))) == 1

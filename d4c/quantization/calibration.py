@@ -20,7 +20,7 @@ from tqdm import tqdm
 from d4c.config import RunConfig
 from d4c.data.datasets import build_dataset
 from d4c.data.prompts import PromptSet, calibration_texts
-from d4c.errors import D4CError, NotAvailableYet
+from d4c.errors import D4CError
 from d4c.models.loading import LoadedModel
 from d4c.quantization.modules import ACTIVATION, WEIGHT
 from d4c.quantization.quant_clip import enable_quantization, quantized_layers, set_quant_state
@@ -39,10 +39,10 @@ def calibration_images(config: RunConfig, loaded: LoadedModel, num_images: int,
     generator = torch.Generator().manual_seed(config.seed)
     resolution = loaded.resolution
     if config.dfq and config.gen_img:
-        # Integration point of pseudo-image synthesis (d4c.generation): it returns the optimised
-        # images here, in the same space and shape as the noise below.
-        raise NotAvailableYet("Pseudo-image synthesis (--dfq --gen_img) is not available yet in this version; "
-                              "drop --gen_img to calibrate on Gaussian noise or drop --dfq to use real images.")
+        # Imported here: generation depends on models and data only, not on quantization.
+        from d4c.generation import synthesize_for_run
+
+        return synthesize_for_run(config, loaded, num_images, device)
     if config.dfq:
         return torch.randn(num_images, 3, resolution, resolution, generator=generator).to(device)
     train = build_dataset(config.dataset, config.dataset_root, config.train_split, loaded.preprocess)

@@ -11,7 +11,6 @@ import torch
 from d4c.config import RunConfig
 from d4c.data.datasets import build_dataset
 from d4c.data.prompts import calibration_texts, load_prompt_file
-from d4c.errors import NotAvailableYet
 from d4c.models.loading import load_clip
 from d4c.quantization.calibration import calibrate, calibration_images, calibration_tokens
 from d4c.quantization.qconfig import load_qconfig
@@ -47,9 +46,16 @@ def test_gaussian_noise_images_are_seeded_standard_normal(tiny_vit):
     torch.testing.assert_close(images, calibration_images(config, tiny_vit, 256, "cpu"))
 
 
-def test_pseudo_images_are_not_available_yet(tiny_vit):
-    with pytest.raises(NotAvailableYet, match="--gen_img"):
-        calibration_images(RunConfig(dataset="digits", dfq=True, gen_img=True), tiny_vit, 4, "cpu")
+def test_pseudo_images_come_from_the_generation_stage(tiny_vit, tmp_path):
+    from d4c.generation import synthesize_for_run
+
+    config = RunConfig(dataset="digits", dfq=True, gen_img=True, gen_iter=2, gen_batch_size=2, seed=5,
+                       custom_file="./d4c/template/digits_classnames_templates.json", gen_cache_dir="none")
+    images = calibration_images(config, tiny_vit, 4, "cpu")
+    assert images.shape == (4, 3, 32, 32) and torch.isfinite(images).all()
+    noise = calibration_images(RunConfig(dataset="digits", dfq=True, seed=5), tiny_vit, 4, "cpu")
+    assert not torch.allclose(images, noise)  # optimised, not the Gaussian starting point
+    torch.testing.assert_close(images, synthesize_for_run(config, tiny_vit, 4, "cpu"))
 
 
 def test_calibration_texts_are_dataset_templates_times_custom_classnames():

@@ -1,0 +1,130 @@
+"""The pseudo-image cache: generated images stored with their recipe, reused by later runs.
+
+A recipe is everything the images depend on: the model's identity (its name, and for checkpoint
+files their SHA-256, or size and modification time above 256 MiB), the method and its fields
+(D4C config, the prompts' SHA-256), number of images, mini-batch size, learning rate,
+iterations, schedule, seed, input resolution and the generation code's version. Its SHA-256 is
+the key. ``<key>.pt`` holds the images, ``<key>.json`` the recipe (readable), and
+``<key>.ckpt.pt`` the resumable checkpoint while a generation is under way. Every file is
+written atomically. The default folder is ``./cache/pseudo_images`` (``--gen_cache_dir``).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from d4c.config import slug
+from d4c.generation.checkpoint import CheckpointStore
+from d4c.generation.methods import method_class
+from d4c.generation.settings import GenerationSettings
+from d4c.io import save_torch, write_json
+
+GENERATION_CODE_VERSION = 1
+"""Bump whenever a change to the generation code changes the images a recipe produces."""
+HASH_LIMIT_BYTES = 256 * 2**20
+NO_CACHE = ("", "none", "None", "off")
+
+
+def file_identity(path: Path) -> dict[str, Any]:
+    """SHA-256 of a checkpoint file up to 256 MiB; size and modification time beyond."""
+    stat = path.stat()
+    if stat.st_size <= HASH_LIMIT_BYTES:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(2**20), b""):
+                digest.update(block)
+        return {"sha256": digest.hexdigest()}
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def model_identity(name: str, source: str) -> dict[str, Any]:
+    """What identifies a loaded model's weights: a file's content for files, the name otherwise.
+
+    OpenAI names (``source`` ``openai:NAME``) are verified against their SHA-256 by ``clip`` and
+    random architectures are seeded, so their name identifies the weights.
+    """
+    path = Path(source)
+    if not source.startswith(("openai:", "random")) and path.is_file():
+        return {"file": file_identity(path)}
+    return {"name": name}
+
+
+def build_recipe(settings: GenerationSettings, model_name: str, model_source: str, resolution: int,
+                 prompts: Sequence[str] | None) -> dict[str, Any]:
+    """The recipe of one generation (what its images depend on)."""
+    return {
+        "model": model_identity(model_name, model_source),
+        "method": settings.method,
+        **method_class(settings.method).recipe_fields(settings, prompts),
+        "num_images": settings.num_images,
+        "gen_batch_size": settings.gen_batch_size,
+        "gen_lr": settings.gen_lr,
+        "gen_iter": settings.gen_iter,
+        "gen_schedule": settings.gen_schedule,
+        "seed": settings.seed,
+        "resolution": resolution,
+        "code_version": GENERATION_CODE_VERSION,
+    }
+
+
+def recipe_key(recipe: dict[str, Any]) -> str:
+    """SHA-256 of the recipe's canonical JSON."""
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+class PseudoImageCache:
+    """A folder of generated pseudo images keyed by recipe."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser()
+
+    @staticmethod
+    def from_flag(value: str | None) -> "PseudoImageCache | None":
+        """The cache named by ``--gen_cache_dir`` (None when it is ``none``)."""
+        return None if value is None or value in NO_CACHE else PseudoImageCache(value)
+
+    def stem(self, key: str, model_name: str, settings: GenerationSettings) -> str:
+        """A readable file stem: model, method, key prefix."""
+        method = f"d4c{settings.d4c_config}" if settings.method == "d4c" else settings.method
+        return f"{slug(model_name)}_{method}_{settings.gen_schedule}_{key[:16]}"
+
+    def images_path(self, stem: str) -> Path:
+        return self.root / f"{stem}.pt"
+
+    def recipe_path(self, stem: str) -> Path:
+        return self.root / f"{stem}.json"
+
+    def checkpoint(self, stem: str, key: str) -> CheckpointStore:
+        """The checkpoint store of this recipe."""
+        return CheckpointStore(self.root / f"{stem}.ckpt.pt", key)
+
+    def load(self, stem: str, key: str) -> dict[str, Any] | None:
+        """The cached entry of ``key`` (``images``, ``targets``, ``recipe``), or None (absent, unreadable, other recipe)."""
+        path = self.images_path(stem)
+        if not path.is_file():
+            return None
+        try:
+            stored = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - a damaged cache entry is regenerated, not fatal
+            warnings.warn(f"Ignoring unreadable cached pseudo images {path} ({type(exc).__name__}).", stacklevel=2)
+            return None
+        if not isinstance(stored, dict) or stored.get("key") != key:
+            return None
+        return stored
+
+    def save(self, stem: str, key: str, images: torch.Tensor, targets: torch.Tensor | None, recipe: dict[str, Any],
+             info: dict[str, Any]) -> Path:
+        """Store ``images`` (and D4C's ``targets``) with the recipe and ``info`` (time, loss, device) atomically."""
+        path = self.images_path(stem)
+        save_torch(path, {"key": key, "recipe": recipe, "images": images.detach().float().cpu().contiguous(),
+                          "targets": None if targets is None else targets.cpu()})
+        created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        write_json(self.recipe_path(stem), {"key": key, "recipe": recipe, "created": created, **info})
+        return path

@@ -1,0 +1,177 @@
+"""The generation loop: initial images, Adam on the pixels, schedule, progress, checkpoints, NaN checks.
+
+Randomness never touches the global RNG: a CPU generator seeded with ``seed`` draws the initial
+``N(0, 1)`` images and the per-image state (the same on every device), and a generator on the
+model's device, seeded from ``seed`` and saved in checkpoints, draws every per-step perturbation
+and noise. A resumed run is therefore bit-identical to an uninterrupted one on the same device,
+and a pipeline's other stages see the same global RNG whether the images came from the cache or not.
+
+The hot loop does no host synchronisation: losses are accumulated on the device and read back
+only every ``log_every`` iterations (progress bar), at checkpoints and at the end, which is also
+when a NaN / Inf recorded on the device stops the run, naming the first bad iteration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from d4c.errors import D4CError
+from d4c.generation.checkpoint import CheckpointStore
+from d4c.generation.fastpaths import fast_image_encoder
+from d4c.generation.methods import method_class
+from d4c.generation.schedules import schedule_steps
+from d4c.generation.settings import GenerationSettings
+
+STEP_SEED_OFFSET = 0x5EED  # the per-step generator's seed is seed + this (distinct from the setup stream)
+
+
+@dataclass
+class GenerationResult:
+    """What :func:`generate` returns."""
+
+    images: torch.Tensor
+    """``B x 3 x R x R`` float32 pseudo images in CLIP's normalised pixel space, detached, on the device."""
+    seconds: float
+    """Wall-clock seconds of this call's optimisation (0 for Gaussian noise)."""
+    iterations_run: int
+    """Outer iterations optimised by this call (fewer than gen_iter when resumed)."""
+    resumed_from: int
+    """Outer iterations already done by the checkpoint this call resumed from (0 for a fresh start)."""
+    loss_history: torch.Tensor
+    """Per outer iteration, the mean mini-batch loss (CPU, length gen_iter; empty for Gaussian noise)."""
+    targets: torch.Tensor | None = None
+    """D4C's prompt index y_i of each image (CPU), None for other methods."""
+
+    @property
+    def final_loss(self) -> float | None:
+        """The last iteration's mean mini-batch loss."""
+        return float(self.loss_history[-1]) if len(self.loss_history) else None
+
+
+def initial_images(num_images: int, resolution: int, seed: int) -> tuple[torch.Tensor, torch.Generator]:
+    """``N(0, 1)`` images from a CPU generator seeded with ``seed`` (identical on every device), and that generator."""
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    return torch.randn(num_images, 3, resolution, resolution, generator=generator), generator
+
+
+def step_generator(seed: int, device: torch.device) -> torch.Generator:
+    """The generator of per-step random draws, on ``device``."""
+    return torch.Generator(device=device).manual_seed(seed + STEP_SEED_OFFSET)
+
+
+@contextlib.contextmanager
+def frozen(model: torch.nn.Module) -> Iterator[None]:
+    """Eval mode (BN uses its running statistics) and no parameter gradients (only pixel gradients are
+    needed) while generating; both restored afterwards."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    was_training = model.training
+    model.eval()
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        model.train(was_training)
+
+
+def _log_every(iterations: int) -> int:
+    return max(1, min(10, iterations // 20))
+
+
+def _raise_if_diverged(first_bad: torch.Tensor, settings: GenerationSettings) -> None:
+    bad = int(first_bad)
+    if bad >= 0:
+        raise D4CError(f"Pseudo-image generation ({settings.describe()}) diverged: the loss or the images became NaN "
+                       f"or Inf at iteration {bad + 1} of {settings.gen_iter}; lower --gen_lr ({settings.gen_lr}) "
+                       f"or check the model.")
+
+
+def generate(model: torch.nn.Module, settings: GenerationSettings, device: torch.device | str,
+             prompts: Sequence[str] | None = None, checkpoint: CheckpointStore | None = None,
+             progress: bool = True, on_iteration: Callable[[int], None] | None = None) -> GenerationResult:
+    """Generate ``settings.num_images`` pseudo images with ``settings.method`` for the image tower of ``model``.
+
+    ``prompts`` are D4C's generation prompts; ``checkpoint`` (optional) is resumed from when it
+    holds a matching state and written every ``settings.gen_ckpt_every`` iterations;
+    ``on_iteration(k)`` is called after the k-th outer iteration completes (k counts from 1).
+    """
+    device = torch.device(device)
+    cls = method_class(settings.method)
+    cls.check_model(model)
+    resolution = int(model.visual.input_resolution)
+    images, setup_generator = initial_images(settings.num_images, resolution, settings.seed)
+    images = images.to(device)
+    if not cls.optimizes:
+        return GenerationResult(images, 0.0, 0, 0, torch.empty(0))
+
+    method = cls(model, settings, prompts, device)
+    method.setup(settings.num_images, resolution, setup_generator)
+    pixels = images.requires_grad_(True)
+    optimizer = torch.optim.Adam([pixels], lr=settings.gen_lr)
+    generator = step_generator(settings.seed, device)
+    history = torch.full((settings.gen_iter,), float("nan"), device=device)
+    first_bad = torch.full((), -1, dtype=torch.long, device=device)
+    start = 0
+    state = checkpoint.load(device) if checkpoint is not None else None
+    if state is not None:
+        with torch.no_grad():
+            pixels.copy_(state["images"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"].cpu())
+        method.load_state_dict(state["method"])
+        history[: state["iteration"]] = state["history"].to(device)
+        start = int(state["iteration"])
+
+    steps = schedule_steps(settings.num_images, settings.gen_batch_size, settings.gen_schedule)
+    num_minibatches = sum(groups for chunks in steps for _, groups in chunks)
+    log_every = _log_every(settings.gen_iter)
+    bar = tqdm(total=settings.gen_iter, initial=start, desc=f"generating ({settings.describe()})", unit="it",
+               disable=not progress, dynamic_ncols=True)
+    began = time.perf_counter()
+    try:
+        with frozen(model), fast_image_encoder(model, fold_batchnorm=not method.reads_batchnorm_inputs):
+            method.attach()
+            for iteration in range(start, settings.gen_iter):
+                total = torch.zeros((), device=device)
+                for chunks in steps:
+                    optimizer.zero_grad(set_to_none=True)
+                    for index, groups in chunks:
+                        loss = method.loss(pixels[index], index, groups, generator)
+                        loss.backward()
+                        total = total + loss.detach()
+                    optimizer.step()
+                finite = torch.isfinite(total) & torch.isfinite(pixels.detach()).all()
+                first_bad = torch.where((first_bad < 0) & ~finite, iteration, first_bad)
+                history[iteration] = total / num_minibatches
+                done = iteration + 1
+                bar.update(1)
+                if done % log_every == 0 or done == settings.gen_iter:
+                    _raise_if_diverged(first_bad, settings)
+                    bar.set_postfix(loss=f"{float(history[iteration]):.4f}", refresh=False)
+                if checkpoint is not None and settings.gen_ckpt_every and done % settings.gen_ckpt_every == 0 \
+                        and done < settings.gen_iter:
+                    _raise_if_diverged(first_bad, settings)
+                    checkpoint.save({"iteration": done, "images": pixels.detach().cpu(),
+                                     "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
+                                     "method": method.state_dict(), "history": history[:done].cpu(),
+                                     "device_type": device.type, "settings": settings.as_dict()})
+                if on_iteration is not None:
+                    on_iteration(done)
+    finally:
+        method.detach()
+        bar.close()
+    _raise_if_diverged(first_bad, settings)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - began
+    targets = getattr(method, "targets", None)
+    return GenerationResult(pixels.detach(), seconds, settings.gen_iter - start, start, history.cpu(),
+                            None if targets is None else targets.cpu())

@@ -1,0 +1,88 @@
+"""The interface every pseudo-image method implements, and the registry that finds them by name."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Sequence
+
+import torch
+
+from d4c.errors import D4CError
+from d4c.generation.settings import GenerationSettings
+
+_REGISTRY: dict[str, type["GenerationMethod"]] = {}
+
+
+def register(cls: type["GenerationMethod"]) -> type["GenerationMethod"]:
+    """Class decorator: make ``cls`` findable as ``method_class(cls.name)``."""
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def method_class(name: str) -> type["GenerationMethod"]:
+    """The method registered as ``name`` (gaussian, bns, pse, d4c)."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise D4CError(f"Unknown pseudo-image method {name!r}; choose one of {', '.join(sorted(_REGISTRY))}.") from None
+
+
+def available_methods() -> list[str]:
+    """Names of every registered method."""
+    return sorted(_REGISTRY)
+
+
+class GenerationMethod:
+    """A pseudo-image objective over mini-batches of the image tensor.
+
+    The engine (:mod:`d4c.generation.engine`) draws the initial images, calls :meth:`setup` once
+    with a CPU generator for per-image random state (fixed for the whole run), then calls
+    :meth:`loss` for every chunk of consecutive mini-batches and steps Adam on the pixels.
+    """
+
+    name: ClassVar[str]
+    optimizes: ClassVar[bool] = True
+    """False for methods that keep the initial N(0, 1) images (Gaussian noise)."""
+    reads_batchnorm_inputs: ClassVar[bool] = False
+    """True for methods that hook BatchNorm inputs (BNS): BN layers then stay unfolded while generating."""
+
+    def __init__(self, model: torch.nn.Module, settings: GenerationSettings, prompts: Sequence[str] | None,
+                 device: torch.device) -> None:
+        self.check_model(model)
+        self.model = model
+        self.settings = settings
+        self.device = torch.device(device)
+
+    @classmethod
+    def check_model(cls, model: torch.nn.Module) -> None:
+        """Raise a one-sentence :class:`D4CError` when ``model``'s image tower cannot be used."""
+
+    @classmethod
+    def recipe_fields(cls, settings: GenerationSettings, prompts: Sequence[str] | None) -> dict[str, Any]:
+        """Method-specific fields of the cache recipe (beyond model, sizes, optimiser, schedule, seed)."""
+        return {}
+
+    def setup(self, num_images: int, resolution: int, generator: torch.Generator) -> None:
+        """Draw per-image state that stays fixed for the run (targets, boxes)."""
+
+    def loss(self, images: torch.Tensor, index: slice, groups: int, generator: torch.Generator) -> torch.Tensor:
+        """The objective of ``images`` (images ``index`` of the whole tensor).
+
+        ``images`` holds ``groups`` consecutive mini-batches of equal size; the result is the sum
+        over the mini-batches of each mini-batch's loss (its mean over images plus ``0.1 * TV``),
+        so one mini-batch (``groups=1``) gives exactly the reference schedule's step loss.
+        ``generator`` supplies every per-step random draw (it lives on the images' device).
+        """
+        raise NotImplementedError
+
+    def attach(self) -> None:
+        """Install forward hooks on the model (called before the first loss)."""
+
+    def detach(self) -> None:
+        """Remove every hook installed by :meth:`attach`."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Per-image state to checkpoint (tensors)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""

@@ -1,0 +1,119 @@
+"""PSE (ViT image towers, after PSAQ-ViT): maximise the patch-similarity entropy (SPEC 3.3).
+
+For every attention layer of the image encoder, with the attention's input tokens X and the
+per-head attention probabilities A_h, ``u = mean_h(A_h X)`` (class token dropped, P patch tokens);
+``Gamma`` is the cosine similarity of the P tokens of each image, a normalised matrix product;
+a Gaussian KDE (bandwidth 0.01) of its P^2 values is evaluated at 10 points evenly spaced between
+the mini-batch's min and max similarity, and ``H = integral -(p + 1e-4) log(p + 1e-4)`` by the
+trapezoid rule, averaged over images. Loss = ``-sum_layers H + 0.1 TV``.
+
+CLIP calls ``nn.MultiheadAttention`` with ``need_weights=False``; a forward pre-hook on each
+attention module recomputes ``mean_h A_h`` from the module's own in-projection, leaving the
+model's outputs untouched. ``mean_h(A_h X) = (mean_h A_h) X``, so one ``L x L`` product per image.
+The KDE's evaluation points (and so the trapezoid spacing) are constants of each step: no
+gradient flows through the min / max.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import clip
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from d4c.errors import D4CError
+from d4c.generation.fastpaths import encode_images
+from d4c.generation.methods.base import GenerationMethod, register
+from d4c.generation.priors import TV_WEIGHT, total_variation
+from d4c.generation.settings import GenerationSettings
+
+KDE_BANDWIDTH = 0.01
+KDE_POINTS = 10
+ENTROPY_EPS = 1e-4
+KERNEL_EXPONENT_FLOOR = -80.0
+
+
+def mean_attention_probabilities(attention: nn.MultiheadAttention, tokens: torch.Tensor) -> torch.Tensor:
+    """``mean_h A_h`` of a self-attention over ``tokens`` (``L x N x D``, CLIP's layout): ``N x L x L``."""
+    length, batch, width = tokens.shape
+    heads = attention.num_heads
+    head_dim = width // heads
+    qk = F.linear(tokens.transpose(0, 1), attention.in_proj_weight[:2 * width], attention.in_proj_bias[:2 * width])
+    q, k = qk.view(batch, length, 2, heads, head_dim).permute(2, 0, 3, 1, 4)  # each N x H x L x d
+    scores = (q * head_dim ** -0.5) @ k.transpose(-1, -2)
+    return scores.softmax(dim=-1).mean(dim=1)
+
+
+def patch_similarity(attention: nn.MultiheadAttention, tokens: torch.Tensor) -> torch.Tensor:
+    """Cosine-similarity matrices ``N x P x P`` of ``u = mean_h(A_h X)`` without the class token."""
+    mixed = mean_attention_probabilities(attention, tokens) @ tokens.transpose(0, 1)  # N x L x D
+    patches = F.normalize(mixed[:, 1:], dim=-1)
+    return patches @ patches.transpose(1, 2)
+
+
+def kde_entropy(values: torch.Tensor, points: int = KDE_POINTS, bandwidth: float = KDE_BANDWIDTH,
+                eps: float = ENTROPY_EPS) -> torch.Tensor:
+    """Differential entropy of a Gaussian KDE of each row of values.
+
+    ``values`` is ``G x M x V`` (G mini-batches of M images with V values each); the KDE of each
+    image is evaluated at ``points`` evenly spaced between its mini-batch's min and max value and
+    ``integral -(p + eps) log(p + eps)`` is taken by the trapezoid rule. Returns ``G x M``.
+    """
+    flat = values.detach().flatten(1)
+    low, high = flat.amin(dim=1), flat.amax(dim=1)  # per mini-batch
+    steps = torch.linspace(0, 1, points, device=values.device, dtype=values.dtype)
+    grid = low[:, None] + (high - low)[:, None] * steps  # G x points
+    exponent = (values[..., None] - grid[:, None, None, :]).square() * (-0.5 / bandwidth ** 2)  # G x M x V x points
+    # Kernel values below exp(-80) are far below eps; clamping keeps exp out of float32's
+    # denormal range, where it is tens of times slower on CPUs.
+    kernel = torch.exp(exponent.clamp(min=KERNEL_EXPONENT_FLOOR))
+    density = kernel.mean(dim=2) / (bandwidth * math.sqrt(2 * math.pi))  # G x M x points
+    integrand = -(density + eps) * torch.log(density + eps)
+    spacing = ((high - low) / (points - 1))[:, None]
+    return spacing * (integrand.sum(dim=-1) - 0.5 * (integrand[..., 0] + integrand[..., -1]))
+
+
+@register
+class PSE(GenerationMethod):
+    """Patch-similarity entropy maximisation, for VisionTransformer image towers."""
+
+    name = "pse"
+
+    def __init__(self, model: nn.Module, settings: GenerationSettings, prompts: Sequence[str] | None,
+                 device: torch.device) -> None:
+        super().__init__(model, settings, prompts, device)
+        self.attentions = [block.attn for block in model.visual.transformer.resblocks]
+        self._handles: list = []
+        self._entropies: list[torch.Tensor] = []
+        self._groups = 1
+
+    @classmethod
+    def check_model(cls, model: nn.Module) -> None:
+        if not isinstance(model.visual, clip.model.VisionTransformer):
+            raise D4CError("PSE (--gen_method pse) needs a ViT image encoder (patch tokens and attention), but this "
+                           "model's is a ResNet: use --gen_method bns or baseline.")
+
+    def _hook(self, module: nn.MultiheadAttention, args: tuple) -> None:
+        similarity = patch_similarity(module, args[0])
+        n = similarity.shape[0]
+        entropy = kde_entropy(similarity.reshape(self._groups, n // self._groups, -1))
+        self._entropies.append(entropy.mean(dim=1).sum())
+
+    def attach(self) -> None:
+        self.detach()
+        self._handles = [attention.register_forward_pre_hook(self._hook) for attention in self.attentions]
+
+    def detach(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def loss(self, images: torch.Tensor, index: slice, groups: int, generator: torch.Generator) -> torch.Tensor:
+        self._entropies, self._groups = [], groups
+        encode_images(self.model, images)
+        entropy = torch.stack(self._entropies).sum()
+        self._entropies = []
+        return -entropy + TV_WEIGHT * total_variation(images, groups)

@@ -1,0 +1,40 @@
+"""Load the repository's scripts as modules (they are files, not a package)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"script_{name}", SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the script executes
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def dfq_table():
+    return load_script("dfq_table")
+
+
+@pytest.fixture(scope="session")
+def generate_script():
+    return load_script("generate")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """As in tests/generation: one torch thread (loaded 2-core machines), restored afterwards."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
