@@ -40,7 +40,7 @@ SCHEDULES = ("reference", "batched")
 # (row key, label, flags); rows after the first three depend on the generation schedule.
 ROWS = [
     ("fp", "FP (no quantization)", ["--fp_model"]),
-    ("real", "Real-data PTQ (128 train images)", []),
+    ("real", "Real-data PTQ (train images)", []),
     ("gaussian", "Gaussian noise", ["--dfq"]),
     ("baseline", "BNS (tiny-rn) / PSE (tiny-vit)", ["--dfq", "--gen_img", "--gen_method", "baseline"]),
     ("d4c0", "D4C config 0 (PGSI)", ["--dfq", "--gen_img", "--d4c_config", "0"]),
@@ -92,19 +92,29 @@ def cli_has_flag(flag: str) -> bool:
     return flag in build_parser()._option_string_actions
 
 
-def q_config_args(bits: str, recon_iters: int, work: Path, exp_dir: Path, native_flag: bool) -> list[str]:
-    """``--q_config`` (and the reconstruction length) of one bit width."""
+def q_config_args(bits: str, recon_iters: int, work: Path, exp_dir: Path, native_flag: bool,
+                  num_images: int | None = None) -> list[str]:
+    """``--q_config`` (and the reconstruction length) of one bit width.
+
+    With ``num_images`` the shipped YAML is copied with ``calibrate.visual`` set to it (fewer
+    calibration images, hence fewer images to generate)."""
     path = exp_dir / BITS[bits]
     if not path.is_file():
         raise SystemExit(f"dfq_table.py: error: {path} is missing (the quantization configs come with the PTQ engine).")
-    if native_flag:
+    if native_flag and num_images is None:
         return ["--q_config", str(path), "--recon_iters", str(recon_iters)]
     doc = load_yaml_chain(path)
-    doc.setdefault("recon", {})["iters"] = recon_iters
-    derived = work / "configs" / f"{path.stem}_recon{recon_iters}.yaml"
+    suffix = ""
+    if num_images is not None:
+        doc.setdefault("calibrate", {})["visual"] = num_images
+        suffix += f"_img{num_images}"
+    if not native_flag:
+        doc.setdefault("recon", {})["iters"] = recon_iters
+        suffix += f"_recon{recon_iters}"
+    derived = work / "configs" / f"{path.stem}{suffix}.yaml"
     derived.parent.mkdir(parents=True, exist_ok=True)
-    derived.write_text(f"# {path.name} with recon.iters = {recon_iters} (scripts/dfq_table.py)\n" + yaml.safe_dump(doc))
-    return ["--q_config", str(derived)]
+    derived.write_text(f"# {path.name} derived by scripts/dfq_table.py\n" + yaml.safe_dump(doc))
+    return ["--q_config", str(derived)] + (["--recon_iters", str(recon_iters)] if native_flag else [])
 
 
 def plan_runs(args: argparse.Namespace, work: Path) -> list[Run]:
@@ -118,7 +128,8 @@ def plan_runs(args: argparse.Namespace, work: Path) -> list[Run]:
         if "fp" in args.rows:
             runs.append(Run(model, "fp", None, None, ["--model", model, "--fp_model", *common]))
         for bits in args.bits:
-            quant = q_config_args(bits, args.recon_iters, work, Path(args.exp_dir), native) + ["--recon"]
+            quant = q_config_args(bits, args.recon_iters, work, Path(args.exp_dir), native,
+                                  args.num_images) + ["--recon"]
             for key, _, flags in ROWS[1:]:
                 if key not in args.rows:
                     continue
@@ -202,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", nargs="+", default=[k for k, _, _ in ROWS], choices=[k for k, _, _ in ROWS])
     parser.add_argument("--gen_iter", type=int, default=200, help="generation iterations (default: %(default)s)")
     parser.add_argument("--recon_iters", type=int, default=2000, help="reconstruction iterations (default: %(default)s)")
+    parser.add_argument("--num_images", type=int, default=None,
+                        help="calibration (and generated) images per run (default: the config's calibrate.visual, 128)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--exp_dir", default=str(REPO / "exp"), help="folder of config48.yaml and config44.yaml")
     parser.add_argument("--work", default=str(REPO / "results" / "dfq_table"), help="result files and logs")
@@ -221,16 +234,18 @@ def main(argv: list[str] | None = None) -> int:
         execute(runs, work)
     entries = collect(runs)
     note = (f"Top-1 (%) on digits test; quantized rows with --recon ({args.recon_iters} reconstruction iterations), "
-            f"generation {args.gen_iter} iterations x 128 images (seed {args.seed}); regenerate with "
-            f"`python scripts/dfq_table.py`.")
+            f"{args.num_images or 128} calibration images (generated: {args.gen_iter} iterations, seed {args.seed}); "
+            f"regenerate with `python scripts/dfq_table.py --gen_iter {args.gen_iter} --recon_iters {args.recon_iters}"
+            f"{f' --num_images {args.num_images}' if args.num_images else ''}`.")
     table = render_table(entries, args.models, args.bits, args.schedules, note)
     print(table)
-    from d4c.io import write_json
+    from d4c.io import atomic_path, write_json
 
     write_json(args.summary, {"settings": vars(args),
                               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "entries": entries})
     readme = Path(args.readme)
-    readme.write_text(replace_between_markers(readme.read_text(), table))
+    with atomic_path(readme) as tmp:
+        tmp.write_text(replace_between_markers(readme.read_text(), table))
     print(f"\nupdated {readme} and {args.summary}")
     return 0
 

@@ -58,19 +58,21 @@ def run_all(args: argparse.Namespace) -> dict:
     """Run (or reuse) every cell; return {model: {"fp": record, (config, data, recon): record}}."""
     results_dir = Path(args.results_dir)
     common = ["--dataset", "digits", "--num_workers", "0", "--seed", str(args.seed)]
-    table: dict = {}
-    for model in args.models:
-        cells = {"fp": _run(results_dir / f"{model}_fp.json", ["--model", model, "--fp_model", *common])}
-        for config in args.configs:
+    table: dict = {model: {"fp": _run(results_dir / f"{model}_fp.json", ["--model", model, "--fp_model", *common])}
+                   for model in args.models}
+    # Every cheap run first, then the reconstructions (W4A8 first): an interrupted table has its
+    # most informative cells.
+    for recon in (False, True):
+        configs = sorted(args.configs, key=lambda c: c != "config48") if recon else args.configs
+        for config in configs:
             q_config = _config_path(config, args.observer, results_dir)
-            for data, data_flags in DATA:
-                for recon in (False, True):
+            for model in args.models:
+                for data, data_flags in DATA:
                     recon_flags = ["--recon", "--recon_iters", str(args.recon_iters)] if recon else []
                     tag = f"{model}_{config}_{data}_{'recon' + str(args.recon_iters) if recon else 'norecon'}"
-                    cells[(config, data, recon)] = _run(results_dir / f"{tag}.json",
-                                                        ["--model", model, "--q_config", q_config, *data_flags,
-                                                         *recon_flags, *common])
-        table[model] = cells
+                    table[model][(config, data, recon)] = _run(results_dir / f"{tag}.json",
+                                                               ["--model", model, "--q_config", q_config,
+                                                                *data_flags, *recon_flags, *common])
     return table
 
 
