@@ -23,7 +23,7 @@ def _exp(tmp_path):
 def _args(tmp_path, **over):
     values = dict(models=["tiny-vit", "tiny-rn"], bits=["W4A8", "W4A4"], schedules=["reference", "batched"],
                   rows=["fp", "real", "gaussian", "baseline", "d4c0", "d4c1", "d4c2", "d4c3"], gen_iter=200,
-                  recon_iters=300, seed=0, extra=[], exp_dir=str(_exp(tmp_path)), dry_run=True)
+                  recon_iters=300, num_images=None, seed=0, extra=[], exp_dir=str(_exp(tmp_path)), dry_run=True)
     values.update(over)
     return argparse.Namespace(**values)
 
@@ -60,6 +60,14 @@ def test_reconstruction_length_through_a_derived_config_or_the_flag(dfq_table, t
     run = next(r for r in dfq_table.plan_runs(_args(tmp_path / "b"), tmp_path / "work") if r.bits == "W4A4")
     assert run.argv[run.argv.index("--recon_iters") + 1] == "300"
     assert run.argv[run.argv.index("--q_config") + 1].endswith("config44.yaml")
+
+
+def test_num_images_sets_calibrate_visual_in_a_derived_config(dfq_table, tmp_path):
+    runs = dfq_table.plan_runs(_args(tmp_path, num_images=32), tmp_path / "work")
+    run = next(r for r in runs if r.bits == "W4A4" and r.row == "d4c3")
+    derived = yaml.safe_load(open(run.argv[run.argv.index("--q_config") + 1]))
+    assert derived["calibrate"] == {"visual": 32, "text": 512} and derived["a_qconfig"]["bit"] == 4
+    assert run.argv[run.argv.index("--recon_iters") + 1] == "300"
 
 
 def test_cli_flag_detection(dfq_table):
