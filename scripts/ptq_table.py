@@ -5,6 +5,7 @@ Gaussian noise, for the offline zoo models on digits.
     python scripts/ptq_table.py                      # runs what is missing, prints, updates README.md
     python scripts/ptq_table.py --recon_iters 500    # reconstruction steps per unit (default 500)
     python scripts/ptq_table.py --observer MinMaxObserver   # a labelled variant with other observers
+    python scripts/ptq_table.py --recon_iters 100 --extra_recon_iters 500   # plus 500-step W4A8 rows
 
 Each cell is one ordinary run of the pipeline (``d4c.cli.main``) writing its result JSON (and
 quantized model) under ``--results_dir``; runs whose JSON exists are reused (``--skip_existing``),
@@ -25,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from d4c.cli import main as cli_main  # noqa: E402
-from d4c.io import write_json  # noqa: E402
+from d4c.io import atomic_path, write_json  # noqa: E402
 
 CONFIGS = ("config44", "config48", "config66", "config88")
 LABELS = {"config44": "W4A4", "config48": "W4A8", "config66": "W6A6", "config88": "W8A8"}
@@ -55,29 +56,33 @@ def _run(out: Path, flags: list[str]) -> dict:
 
 
 def run_all(args: argparse.Namespace) -> dict:
-    """Run (or reuse) every cell; return {model: {"fp": record, (config, data, recon): record}}."""
+    """Run (or reuse) every cell; return {model: {"fp": record, (config, data, steps): record}}.
+
+    ``steps`` is 0 for the runs without ``--recon``.
+    """
     results_dir = Path(args.results_dir)
     common = ["--dataset", "digits", "--num_workers", "0", "--seed", str(args.seed)]
     table: dict = {model: {"fp": _run(results_dir / f"{model}_fp.json", ["--model", model, "--fp_model", *common])}
                    for model in args.models}
-    # Every cheap run first, then the reconstructions (W4A8 first): an interrupted table has its
-    # most informative cells.
-    for recon in (False, True):
-        configs = sorted(args.configs, key=lambda c: c != "config48") if recon else args.configs
-        for config in configs:
-            q_config = _config_path(config, args.observer, results_dir)
-            for model in args.models:
-                for data, data_flags in DATA:
-                    recon_flags = ["--recon", "--recon_iters", str(args.recon_iters)] if recon else []
-                    tag = f"{model}_{config}_{data}_{'recon' + str(args.recon_iters) if recon else 'norecon'}"
-                    table[model][(config, data, recon)] = _run(results_dir / f"{tag}.json",
-                                                               ["--model", model, "--q_config", q_config,
-                                                                *data_flags, *recon_flags, *common])
+    # Every cheap run first, then the reconstructions (W4A8 first), then the longer extra ones: an
+    # interrupted table has its most informative cells.
+    plan = [(config, 0) for config in args.configs]
+    plan += [(config, args.recon_iters) for config in sorted(args.configs, key=lambda c: c != "config48")]
+    plan += [(config, steps) for steps in args.extra_recon_iters for config in args.extra_recon_configs]
+    for config, steps in plan:
+        q_config = _config_path(config, args.observer, results_dir)
+        for model in args.models:
+            for data, data_flags in DATA:
+                recon_flags = ["--recon", "--recon_iters", str(steps)] if steps else []
+                tag = f"{model}_{config}_{data}_{'recon' + str(steps) if steps else 'norecon'}"
+                table[model][(config, data, steps)] = _run(results_dir / f"{tag}.json",
+                                                           ["--model", model, "--q_config", q_config,
+                                                            *data_flags, *recon_flags, *common])
     return table
 
 
-def _pct(record: dict) -> str:
-    return f"{100 * record['metrics']['acc1']:.2f}"
+def _pct(record: dict | None) -> str:
+    return "—" if record is None else f"{100 * record['metrics']['acc1']:.2f}"
 
 
 def markdown(table: dict, args: argparse.Namespace) -> str:
@@ -88,17 +93,20 @@ def markdown(table: dict, args: argparse.Namespace) -> str:
         f"and 512 texts, `--recon` with `--recon_iters {args.recon_iters}` steps per unit; observers: "
         f"{observers}. Regenerate with `python scripts/ptq_table.py"
         f"{' --observer ' + args.observer if args.observer else ''}"
-        f"{' --recon_iters ' + str(args.recon_iters) if args.recon_iters != 500 else ''}`.",
+        f"{' --recon_iters ' + str(args.recon_iters) if args.recon_iters != 500 else ''}"
+        f"{' --extra_recon_iters ' + ' '.join(map(str, args.extra_recon_iters)) if args.extra_recon_iters else ''}`"
+        + (f"; the {', '.join(str(n) for n in args.extra_recon_iters)}-step rows reconstruct only "
+           f"{', '.join(LABELS[c] for c in args.extra_recon_configs)} (— elsewhere)." if args.extra_recon_iters else "."),
         "",
         "| model | FP | calibration data | recon | " + " | ".join(LABELS[c] for c in args.configs) + " |",
         "|---|---|---|---|" + "---|" * len(args.configs),
     ]
     for model, cells in table.items():
         for data, _ in DATA:
-            for recon in (False, True):
+            for steps in (0, args.recon_iters, *args.extra_recon_iters):
                 row = [f"`{model}`", _pct(cells["fp"]), "real (train split)" if data == "real" else "Gaussian noise",
-                       f"{args.recon_iters} steps" if recon else "no"]
-                row += [_pct(cells[(c, data, recon)]) for c in args.configs]
+                       f"{steps} steps" if steps else "no"]
+                row += [_pct(cells.get((c, data, steps))) for c in args.configs]
                 lines.append("| " + " | ".join(row) + " |")
     lines += ["", "Stage times (s, shared 2-core CPU, noisy): calibration / reconstruction, real-data runs.", "",
               "| model | " + " | ".join(LABELS[c] for c in args.configs) + " |",
@@ -106,8 +114,8 @@ def markdown(table: dict, args: argparse.Namespace) -> str:
     for model, cells in table.items():
         row = [f"`{model}`"]
         for c in args.configs:
-            cal = cells[(c, "real", False)]["timings_s"]["calibration"]
-            rec = cells[(c, "real", True)]["timings_s"]["reconstruction"]
+            cal = cells[(c, "real", 0)]["timings_s"]["calibration"]
+            rec = cells[(c, "real", args.recon_iters)]["timings_s"]["reconstruction"]
             row.append(f"{cal:.1f} / {rec:.0f}")
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
@@ -119,7 +127,8 @@ def update_readme(block: str, readme: Path) -> None:
     pattern = re.compile(re.escape(START) + r".*?" + re.escape(END), re.S)
     if not pattern.search(text):
         raise SystemExit(f"{readme} has no {START} ... {END} markers")
-    readme.write_text(pattern.sub(lambda _m: f"{START}\n{block}\n{END}", text))
+    with atomic_path(readme) as tmp:  # an interrupted write never leaves half a README
+        tmp.write_text(pattern.sub(lambda _m: f"{START}\n{block}\n{END}", text))
 
 
 def main() -> None:
@@ -127,6 +136,10 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=CONFIGS)
     parser.add_argument("--recon_iters", type=int, default=500)
+    parser.add_argument("--extra_recon_iters", type=int, nargs="*", default=[],
+                        help="further, longer reconstruction lengths, run only for --extra_recon_configs")
+    parser.add_argument("--extra_recon_configs", nargs="+", default=["config48"], choices=CONFIGS,
+                        help="configs reconstructed at --extra_recon_iters (default: W4A8, the paper's main setting)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--observer", default=None, help="override both observers (a labelled variant)")
     parser.add_argument("--results_dir", default=None, help="default: results/ptq[_<observer>]")
@@ -138,7 +151,7 @@ def main() -> None:
     table = run_all(args)
     block = markdown(table, args)
     print(block)
-    summary = {model: {("fp" if key == "fp" else f"{key[0]}/{key[1]}/{'recon' if key[2] else 'norecon'}"):
+    summary = {model: {("fp" if key == "fp" else f"{key[0]}/{key[1]}/{'recon' + str(key[2]) if key[2] else 'norecon'}"):
                        {"acc1": rec["metrics"]["acc1"], "timings_s": rec["timings_s"], "q_config": rec["q_config"]}
                        for key, rec in cells.items()} for model, cells in table.items()}
     write_json(Path(args.results_dir) / "summary.json", {"settings": vars(args), "results": summary})

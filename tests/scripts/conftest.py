@@ -38,3 +38,8 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def ptq_table():
+    return load_script("ptq_table")
