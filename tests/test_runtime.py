@@ -56,3 +56,19 @@ def test_atomic_writes_respect_the_umask(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
+
+
+def test_adam_helper_uses_the_fused_kernel_and_matches_the_default_update():
+    from d4c.runtime import adam
+
+    torch.manual_seed(0)
+    start = torch.randn(4, 3, 8, 8)
+    grads = [torch.randn_like(start) for _ in range(5)]
+    fast, plain = start.clone().requires_grad_(True), start.clone().requires_grad_(True)
+    optimizers = [adam([fast], 0.1), torch.optim.Adam([plain], lr=0.1)]
+    assert optimizers[0].param_groups[0]["fused"] is True  # torch 2.14 has the fused CPU kernel
+    for grad in grads:
+        for tensor, optimizer in zip((fast, plain), optimizers):
+            tensor.grad = grad.clone()
+            optimizer.step()
+    assert not torch.equal(fast, start) and torch.allclose(fast, plain, atol=1e-6)

@@ -26,7 +26,7 @@ from d4c.generation.methods import method_class
 from d4c.generation.settings import GenerationSettings
 from d4c.io import save_torch, write_json
 
-GENERATION_CODE_VERSION = 1
+GENERATION_CODE_VERSION = 2
 """Bump whenever a change to the generation code changes the images a recipe produces."""
 HASH_LIMIT_BYTES = 256 * 2**20
 NO_CACHE = ("", "none", "None", "off")

@@ -27,6 +27,7 @@ from d4c.generation.fastpaths import fast_image_encoder
 from d4c.generation.methods import method_class
 from d4c.generation.schedules import schedule_steps
 from d4c.generation.settings import GenerationSettings
+from d4c.runtime import adam
 
 STEP_SEED_OFFSET = 0x5EED  # the per-step generator's seed is seed + this (distinct from the setup stream)
 
@@ -115,7 +116,7 @@ def generate(model: torch.nn.Module, settings: GenerationSettings, device: torch
     method = cls(model, settings, prompts, device)
     method.setup(settings.num_images, resolution, setup_generator)
     pixels = images.requires_grad_(True)
-    optimizer = torch.optim.Adam([pixels], lr=settings.gen_lr)
+    optimizer = adam([pixels], settings.gen_lr)
     generator = step_generator(settings.seed, device)
     history = torch.full((settings.gen_iter,), float("nan"), device=device)
     first_bad = torch.full((), -1, dtype=torch.long, device=device)

@@ -38,6 +38,7 @@ from d4c.reconstruction.cache import DEFAULT_CHUNK, apply_chunked, capture_input
 from d4c.reconstruction.checkpoint import ReconCheckpoint
 from d4c.reconstruction.forward import UnitForward
 from d4c.reconstruction.units import Unit, encoder_plans
+from d4c.runtime import adam
 
 ALPHA_LR = 1e-3
 TRUNCATE_PADDING = True
@@ -139,9 +140,9 @@ def reconstruct_unit(module: nn.Module, inputs: list[torch.Tensor], kwargs: dict
     optimizers: list[torch.optim.Optimizer] = []
     scheduler = None
     if rounding:
-        optimizers.append(torch.optim.Adam([q.alpha for _, q in rounding], lr=ALPHA_LR))
+        optimizers.append(adam([q.alpha for _, q in rounding], ALPHA_LR))
     if scales:
-        scale_optimizer = torch.optim.Adam(scales, lr=scale_lr)
+        scale_optimizer = adam(scales, scale_lr)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(scale_optimizer, T_max=config.iters, eta_min=0.0)
         optimizers.append(scale_optimizer)
 
