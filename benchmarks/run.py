@@ -35,7 +35,7 @@ SUITE = [
     ("bench_calibration.py", ["--models", "tiny-vit", "tiny-rn", "random:small-vit", "random:small-rn",
                               "--observers", "MinMaxObserver", "MSEObserver"], ["--full"]),
     ("bench_mse_search.py", ["--quick"], []),
-    ("bench_generation.py", ["--warmup", "1", "--iters", "2"], ["--full"]),
+    ("bench_generation.py", ["--warmup", "1", "--iters", "4"], ["--full"]),
     ("bench_reconstruction.py", ["--quick"], ["--full"]),
 ]
 
