@@ -14,9 +14,7 @@ the reference implementation's figures) to ``benchmarks/results/generation.json`
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -24,9 +22,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import environment  # noqa: E402  (also puts the repository on sys.path)
 
-import d4c  # noqa: E402,F401
 from d4c.data.prompts import DIGITS_PROMPTS, GENERIC_PROMPTS, load_prompt_file  # noqa: E402
 from d4c.generation.engine import generate  # noqa: E402
 from d4c.generation.settings import GenerationSettings  # noqa: E402
@@ -141,10 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(render(rows))
     record = {
-        "benchmark": "generation", "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-        "platform": platform.platform(), "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "benchmark": "generation", "environment": environment(device),
+        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "settings": {"num_images": args.num_images, "gen_batch_size": args.gen_batch_size, "warmup": args.warmup,
                      "iters": args.iters, "models": models, "methods": args.methods, "schedules": args.schedules},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rows": rows,

@@ -14,17 +14,15 @@ loss, PGSI cross-entropy and top-1 agreement with the target prompt (D4C), BN-st
 from __future__ import annotations
 
 import argparse
-import os
-import platform
+import json
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import environment  # noqa: E402  (also puts the repository on sys.path)
 
-import d4c  # noqa: E402,F401
 from d4c.data.prompts import DIGITS_PROMPTS, load_prompt_file  # noqa: E402
 from d4c.generation.cache import PseudoImageCache  # noqa: E402
 from d4c.generation.diagnostics import image_diagnostics  # noqa: E402
@@ -68,8 +66,6 @@ def main(argv: list[str] | None = None) -> int:
                                      progress=False)
                 cached = None
                 if outcome.from_cache:  # the cache's recipe JSON holds the original time and loss
-                    import json
-
                     cached = json.loads(outcome.cache_path.with_suffix(".json").read_text())
                 row = {"model": name, "method": method, "resolved": resolved, "schedule": schedule,
                        "final_loss": outcome.final_loss if cached is None else cached["final_loss"],
@@ -84,9 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         cells = " ".join(f"{r[c]:>14.4f}" if isinstance(r.get(c), float) else f"{'-':>14}" for c in COLUMNS)
         print(f"{r['model']:<9} {r['method']:<9} {r['schedule']:<9} {cells}")
-    write_json(args.output, {"benchmark": "schedule_effect", "device": str(device), "torch": torch.__version__,
-                             "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-                             "platform": platform.platform(), "settings": vars(args),
+    write_json(args.output, {"benchmark": "schedule_effect", "environment": environment(device), "settings": vars(args),
                              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rows": rows})
     print(f"\nwritten {args.output}")
     return 0

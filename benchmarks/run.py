@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Run every benchmark, then compare the figures with the performance targets (benchmark issue).
 
-    python benchmarks/run.py               # CPU suite, short iteration counts (about 10-15 min on 2 cores)
+    python benchmarks/run.py               # CPU suite, short iteration counts (7 min on 2 cores)
     python benchmarks/run.py --full        # GPU suite: adds full-size random RN50 / ViT-B/32 / ViT-B/16
     python benchmarks/run.py --summary_only    # rebuild the summary from the JSON already written
 
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)
     rows = compare()
     environment = _environment()
-    from d4c.io import atomic_path, write_json
+    from d4c.io import replace_marked_block, write_json
 
     write_json(RESULTS / "summary.json", {"benchmark": "summary", "environment": environment,
                                           "settings": vars(args), "script_seconds": timings, "targets": rows})
@@ -147,12 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + table)
     if args.readme:
         readme = REPO / "README.md"
-        text = readme.read_text()
-        if START not in text or END not in text:
-            raise SystemExit(f"run.py: error: README.md has no {START} ... {END} block.")
-        head, rest = text.split(START, 1)
-        with atomic_path(readme) as tmp:
-            tmp.write_text(f"{head}{START}\n{table}\n{END}{rest.split(END, 1)[1]}")
+        try:
+            replace_marked_block(readme, START, END, table)
+        except ValueError as error:
+            raise SystemExit(f"run.py: error: README.md has {error}.") from None
         print(f"updated {readme}")
     return 0
 

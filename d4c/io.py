@@ -53,3 +53,25 @@ def save_torch(path: str | os.PathLike, obj: Any) -> None:
     """``torch.save`` ``obj`` atomically."""
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
+
+
+def replace_between(text: str, start: str, end: str, block: str) -> str:
+    """``text`` with everything between the ``start`` and ``end`` markers replaced by ``block``.
+
+    Raises ValueError when a marker is missing or they are out of order.
+    """
+    if start not in text or end not in text or text.index(start) > text.index(end):
+        raise ValueError(f"no {start} ... {end} markers")
+    head, rest = text.split(start, 1)
+    return f"{head}{start}\n{block}\n{end}{rest.split(end, 1)[1]}"
+
+
+def replace_marked_block(path: str | os.PathLike, start: str, end: str, block: str) -> None:
+    """Replace the block between ``start`` and ``end`` in the text file ``path``, atomically.
+
+    The README tables are regenerated this way; on a ValueError (missing markers) the file is unchanged.
+    """
+    path = Path(path)
+    text = replace_between(path.read_text(), start, end, block)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)

@@ -9,9 +9,8 @@ Rows (SPEC 1): FP, real-data PTQ, Gaussian noise, the baseline (BNS for tiny-rn,
 tiny-vit) and D4C configs 0-3; columns: W4A8 (exp/config48.yaml) and W4A4 (exp/config44.yaml)
 for tiny-vit and tiny-rn on ``digits``, every quantized row with ``--recon``. The generated rows
 run with the reference schedule and again with ``--gen_schedule batched``. Generation is reduced
-(``--gen_iter``, default 200) and so is reconstruction (``--recon_iters``, default 2000: passed as
-the CLI flag when it exists, otherwise through a derived copy of the YAML). Each run is the main
-CLI in a subprocess writing ``results/dfq_table/<name>.json`` (``--skip_existing``: an interrupted
+(``--gen_iter``, default 200) and so is reconstruction (``--recon_iters``, default 2000). Each run
+is the main CLI in a subprocess writing ``results/dfq_table/<name>.json`` (``--skip_existing``: an interrupted
 table resumes); pseudo images are cached, so W4A4 reuses W4A8's. The top-1 accuracies go to
 ``benchmarks/results/dfq_table.json`` and between ``<!-- dfq-table:start -->`` and
 ``<!-- dfq-table:end -->`` in README.md.
@@ -20,7 +19,6 @@ table resumes); pseudo images are cached, so W4A4 reuses W4A8's. The top-1 accur
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import subprocess
 import sys
@@ -28,7 +26,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -69,57 +66,25 @@ class Run:
         return "_".join(parts)
 
 
-def load_yaml_chain(path: Path) -> dict:
-    """A quantization YAML with its ``root`` chain merged in (children override key by key)."""
-    doc = yaml.safe_load(path.read_text()) or {}
-    root = doc.pop("root", None)
-    if root is None:
-        return doc
-    parent_path = (path.parent / root) if (path.parent / root).exists() else REPO / root
-    merged = load_yaml_chain(parent_path)
-    for key, value in doc.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = {**merged[key], **value}
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
+def q_config_args(bits: str, recon_iters: int, work: Path, exp_dir: Path, num_images: int | None = None) -> list[str]:
+    """``--q_config`` and ``--recon_iters`` of one bit width.
 
-
-def cli_has_flag(flag: str) -> bool:
-    """Whether the main command line accepts ``flag``."""
-    from d4c.cli import build_parser
-
-    return flag in build_parser()._option_string_actions
-
-
-def q_config_args(bits: str, recon_iters: int, work: Path, exp_dir: Path, native_flag: bool,
-                  num_images: int | None = None) -> list[str]:
-    """``--q_config`` (and the reconstruction length) of one bit width.
-
-    With ``num_images`` the shipped YAML is copied with ``calibrate.visual`` set to it (fewer
-    calibration images, hence fewer images to generate)."""
+    With ``num_images`` the run gets a derived YAML that inherits the shipped one (``root:``) and
+    sets ``calibrate.visual`` (fewer calibration images, hence fewer images to generate)."""
     path = exp_dir / BITS[bits]
     if not path.is_file():
         raise SystemExit(f"dfq_table.py: error: {path} is missing (the quantization configs come with the PTQ engine).")
-    if native_flag and num_images is None:
-        return ["--q_config", str(path), "--recon_iters", str(recon_iters)]
-    doc = load_yaml_chain(path)
-    suffix = ""
     if num_images is not None:
-        doc.setdefault("calibrate", {})["visual"] = num_images
-        suffix += f"_img{num_images}"
-    if not native_flag:
-        doc.setdefault("recon", {})["iters"] = recon_iters
-        suffix += f"_recon{recon_iters}"
-    derived = work / "configs" / f"{path.stem}{suffix}.yaml"
-    derived.parent.mkdir(parents=True, exist_ok=True)
-    derived.write_text(f"# {path.name} derived by scripts/dfq_table.py\n" + yaml.safe_dump(doc))
-    return ["--q_config", str(derived)] + (["--recon_iters", str(recon_iters)] if native_flag else [])
+        derived = work / "configs" / f"{path.stem}_img{num_images}.yaml"
+        derived.parent.mkdir(parents=True, exist_ok=True)
+        derived.write_text(f"# derived by scripts/dfq_table.py\nroot: {path.resolve()}\n"
+                           f"calibrate: {{visual: {num_images}}}\n")
+        path = derived
+    return ["--q_config", str(path), "--recon_iters", str(recon_iters)]
 
 
 def plan_runs(args: argparse.Namespace, work: Path) -> list[Run]:
     """Every run of the table, in an order that generates each pseudo-image recipe once."""
-    native = cli_has_flag("--recon_iters")
     common = ["--dataset", "digits", "--num_workers", "0", "--seed", str(args.seed), "--gen_iter", str(args.gen_iter),
               "--custom_file", str(REPO / "d4c/template/digits_classnames_templates.json"), "--skip_existing",
               *args.extra]
@@ -128,8 +93,7 @@ def plan_runs(args: argparse.Namespace, work: Path) -> list[Run]:
         if "fp" in args.rows:
             runs.append(Run(model, "fp", None, None, ["--model", model, "--fp_model", *common]))
         for bits in args.bits:
-            quant = q_config_args(bits, args.recon_iters, work, Path(args.exp_dir), native,
-                                  args.num_images) + ["--recon"]
+            quant = q_config_args(bits, args.recon_iters, work, Path(args.exp_dir), args.num_images) + ["--recon"]
             for key, _, flags in ROWS[1:]:
                 if key not in args.rows:
                     continue
@@ -195,15 +159,6 @@ def render_table(entries: list[dict], models=MODELS, bits=tuple(BITS), schedules
     return "\n".join(lines)
 
 
-def replace_between_markers(text: str, table: str) -> str:
-    """``text`` with everything between the dfq-table markers replaced by ``table``."""
-    if START not in text or END not in text or text.index(START) > text.index(END):
-        raise ValueError(f"README has no {START} ... {END} block")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{START}\n{table}\n{END}{tail}"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -239,13 +194,15 @@ def main(argv: list[str] | None = None) -> int:
             f"{f' --num_images {args.num_images}' if args.num_images else ''}`.")
     table = render_table(entries, args.models, args.bits, args.schedules, note)
     print(table)
-    from d4c.io import atomic_path, write_json
+    from d4c.io import replace_marked_block, write_json
 
     write_json(args.summary, {"settings": vars(args),
                               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "entries": entries})
     readme = Path(args.readme)
-    with atomic_path(readme) as tmp:
-        tmp.write_text(replace_between_markers(readme.read_text(), table))
+    try:
+        replace_marked_block(readme, START, END, table)
+    except ValueError as error:
+        raise SystemExit(f"dfq_table.py: error: {readme} has {error}.") from None
     print(f"\nupdated {readme} and {args.summary}")
     return 0
 

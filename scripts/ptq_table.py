@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 from pathlib import Path
 
@@ -26,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from d4c.cli import main as cli_main  # noqa: E402
-from d4c.io import atomic_path, write_json  # noqa: E402
+from d4c.io import replace_marked_block, write_json  # noqa: E402
 
 CONFIGS = ("config44", "config48", "config66", "config88")
 LABELS = {"config44": "W4A4", "config48": "W4A8", "config66": "W6A6", "config88": "W8A8"}
@@ -123,12 +122,10 @@ def markdown(table: dict, args: argparse.Namespace) -> str:
 
 def update_readme(block: str, readme: Path) -> None:
     """Replace the text between the ptq-table markers (which must exist) with ``block``."""
-    text = readme.read_text()
-    pattern = re.compile(re.escape(START) + r".*?" + re.escape(END), re.S)
-    if not pattern.search(text):
-        raise SystemExit(f"{readme} has no {START} ... {END} markers")
-    with atomic_path(readme) as tmp:  # an interrupted write never leaves half a README
-        tmp.write_text(pattern.sub(lambda _m: f"{START}\n{block}\n{END}", text))
+    try:
+        replace_marked_block(readme, START, END, block)
+    except ValueError as error:
+        raise SystemExit(f"ptq_table.py: error: {readme} has {error}.") from None
 
 
 def main() -> None:

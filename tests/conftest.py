@@ -28,6 +28,18 @@ def _offline(monkeypatch):
 
 
 @pytest.fixture
+def one_thread():
+    """One torch intra-op thread, restored afterwards (test folders of many tiny ops use it autouse).
+
+    Tensors that small gain nothing from intra-op threads, and on a loaded 2-core machine every
+    parallel region can wait for a descheduled thread (up to ~100x slower)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture
 def micro_vit() -> torch.nn.Module:
     return MICRO_VIT.build(seed=0)
 

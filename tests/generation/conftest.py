@@ -24,10 +24,5 @@ def generator():
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """Generation tests run many small ops; on a loaded 2-core machine two OpenMP threads can be ~100x
-    slower than one (each parallel region waits for a descheduled thread). One thread, restored after."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+def _one_thread(one_thread):
+    """Generation tests run many small ops: one torch thread (tests/conftest.py)."""

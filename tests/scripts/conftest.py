@@ -30,14 +30,8 @@ def generate_script():
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """As in tests/generation: one torch thread (loaded 2-core machines), restored afterwards."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+def _one_thread(one_thread):
+    """As in tests/generation: one torch thread (tests/conftest.py)."""
 
 
 @pytest.fixture(scope="session")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import pytest
-import yaml
 
 
 def _exp(tmp_path):
@@ -49,29 +49,24 @@ def test_plan_covers_every_row_once(dfq_table, tmp_path):
     assert all(r.bits == "W4A8" for r in runs[1:first_w4a4])  # W4A4 then reuses the cached images
 
 
-def test_reconstruction_length_through_a_derived_config_or_the_flag(dfq_table, tmp_path, monkeypatch):
-    monkeypatch.setattr(dfq_table, "cli_has_flag", lambda flag: False)
+def test_reconstruction_length_is_the_flag_and_the_shipped_config_is_used(dfq_table, tmp_path):
     run = next(r for r in dfq_table.plan_runs(_args(tmp_path), tmp_path / "work") if r.bits == "W4A4")
-    derived = yaml.safe_load(open(run.argv[run.argv.index("--q_config") + 1]))
-    assert "root" not in derived and derived["recon"] == {"iters": 300, "warm_up": 0.2}
-    assert derived["a_qconfig"]["bit"] == 4 and derived["a_qconfig"]["observer"] == "MSEObserver"
-    assert derived["w_qconfig"]["quantizer"] == "AdaRoundFakeQuantize"
-    monkeypatch.setattr(dfq_table, "cli_has_flag", lambda flag: True)
-    run = next(r for r in dfq_table.plan_runs(_args(tmp_path / "b"), tmp_path / "work") if r.bits == "W4A4")
     assert run.argv[run.argv.index("--recon_iters") + 1] == "300"
     assert run.argv[run.argv.index("--q_config") + 1].endswith("config44.yaml")
 
 
 def test_num_images_sets_calibrate_visual_in_a_derived_config(dfq_table, tmp_path):
-    runs = dfq_table.plan_runs(_args(tmp_path, num_images=32), tmp_path / "work")
+    from d4c.quantization.qconfig import load_qconfig
+
+    exp = Path(__file__).resolve().parents[2] / "exp"  # the shipped configs: the loader validates every key
+    runs = dfq_table.plan_runs(_args(tmp_path, num_images=32, exp_dir=str(exp)), tmp_path / "work")
     run = next(r for r in runs if r.bits == "W4A4" and r.row == "d4c3")
-    derived = yaml.safe_load(open(run.argv[run.argv.index("--q_config") + 1]))
-    assert derived["calibrate"] == {"visual": 32, "text": 512} and derived["a_qconfig"]["bit"] == 4
-    assert run.argv[run.argv.index("--recon_iters") + 1] == "300"
-
-
-def test_cli_flag_detection(dfq_table):
-    assert dfq_table.cli_has_flag("--gen_schedule") and not dfq_table.cli_has_flag("--no_such_flag")
+    derived = run.argv[run.argv.index("--q_config") + 1]
+    assert derived.startswith(str(tmp_path / "work"))
+    config = load_qconfig(derived, recon_iters=int(run.argv[run.argv.index("--recon_iters") + 1]))
+    assert (config.calibrate.visual, config.calibrate.text) == (32, 512) and config.a_qconfig.bit == 4
+    assert config.a_qconfig.observer == "MSEObserver" and config.w_qconfig.quantizer == "AdaRoundFakeQuantize"
+    assert config.recon.iters == 300 and config.recon.warm_up == 0.2
 
 
 def _fake_result(path, acc1, method):
@@ -101,15 +96,6 @@ def test_table_renders_fake_records_in_their_cells(dfq_table, tmp_path):
                     "| D4C config 3 (PGSI + SCG + PAE) | batched | – | – | – | 81.23 |"]
     assert len(lines) == 2 + 3 + 5 * 2 + 2 and lines[-1] == "note line"
     assert sum(e.get("acc1") is not None for e in entries) == 4
-
-
-def test_readme_block_is_replaced_and_the_rest_kept(dfq_table):
-    text = f"# Title\nintro\n{dfq_table.START}\nold table\n{dfq_table.END}\nafter\n"
-    once = dfq_table.replace_between_markers(text, "| new |")
-    assert once == f"# Title\nintro\n{dfq_table.START}\n| new |\n{dfq_table.END}\nafter\n"
-    assert dfq_table.replace_between_markers(once, "| new |") == once
-    with pytest.raises(ValueError):
-        dfq_table.replace_between_markers("no markers", "x")
 
 
 def test_missing_configs_stop_with_a_clear_message(dfq_table, tmp_path):
