@@ -39,6 +39,19 @@ def resolve_resource(path: str) -> Path:
     return fallback if fallback.exists() else candidate
 
 
+def check_generation_values(gen_batch_size: int, gen_iter: int, gen_lr: float, d4c_config: int,
+                            gen_schedule: str) -> None:
+    """The generation flags' checks (one-sentence :class:`D4CError`), shared by :class:`RunConfig`
+    and :class:`d4c.generation.settings.GenerationSettings`."""
+    for name, value in (("gen_batch_size", gen_batch_size), ("gen_iter", gen_iter), ("gen_lr", gen_lr)):
+        if not value > 0:
+            raise D4CError(f"--{name} must be positive, got {value}.")
+    if d4c_config not in D4C_CONFIGS:
+        raise D4CError(f"--d4c_config must be one of 0, 1, 2, 3, got {d4c_config}.")
+    if gen_schedule not in GEN_SCHEDULES:
+        raise D4CError(f"--gen_schedule must be one of {', '.join(GEN_SCHEDULES)}, got {gen_schedule!r}.")
+
+
 @dataclass
 class RunConfig:
     """One run of the pipeline; see ``d4c-quant --help`` for each flag's meaning."""
@@ -125,21 +138,15 @@ class RunConfig:
 
     def validate(self) -> None:
         """Raise a one-sentence :class:`D4CError` for values no stage could use."""
-        positive = {"gen_batch_size": self.gen_batch_size, "gen_iter": self.gen_iter,
-                    "batch_size": self.batch_size, "gen_lr": self.gen_lr}
-        for name, value in positive.items():
-            if not value > 0:
-                raise D4CError(f"--{name} must be positive, got {value}.")
+        if not self.batch_size > 0:
+            raise D4CError(f"--batch_size must be positive, got {self.batch_size}.")
+        check_generation_values(self.gen_batch_size, self.gen_iter, self.gen_lr, self.d4c_config, self.gen_schedule)
         if self.num_workers < 0:
             raise D4CError(f"--num_workers must be 0 or more, got {self.num_workers}.")
         if self.gen_method not in GEN_METHODS:
             raise D4CError(f"--gen_method must be one of {', '.join(GEN_METHODS)}, got {self.gen_method!r}.")
-        if self.gen_schedule not in GEN_SCHEDULES:
-            raise D4CError(f"--gen_schedule must be one of {', '.join(GEN_SCHEDULES)}, got {self.gen_schedule!r}.")
         if self.gen_ckpt_every < 0:
             raise D4CError(f"--gen_ckpt_every must be 0 (no checkpoints) or more, got {self.gen_ckpt_every}.")
-        if self.d4c_config not in D4C_CONFIGS:
-            raise D4CError(f"--d4c_config must be one of 0, 1, 2, 3, got {self.d4c_config}.")
         if self.recon_iters is not None and not self.recon_iters > 0:
             raise D4CError(f"--recon_iters must be positive, got {self.recon_iters}.")
         if self.load_quant and self.fp_model:

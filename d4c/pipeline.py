@@ -7,6 +7,7 @@ the prompt file, the dataset roots) is checked first, so a mistake costs seconds
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,11 @@ from d4c.reconstruction import reconstruct
 from d4c.reconstruction.checkpoint import ReconCheckpoint
 from d4c.results import StageTimer, build_record, output_path, write_result
 from d4c.runtime import resolve_device, seed_everything
+
+
+def _tensor_sha256(tensor: torch.Tensor) -> str:
+    """SHA-256 of a tensor's values (float32 bytes, on the CPU)."""
+    return hashlib.sha256(tensor.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()
 
 
 @dataclass
@@ -106,9 +112,12 @@ def _quantize(config: RunConfig, loaded: LoadedModel, eval_set, plan: QuantPlan,
     plan.record = {"calibration_data": {"images": int(images.shape[0]), "texts": int(tokens.shape[0]),
                                         "image_source": config.method}}
     if config.recon:
+        # The images' digest, not their recipe: a checkpoint made on other pseudo images (another
+        # --gen_iter, schedule, learning rate or generation-code version) must never be resumed.
         fingerprint = {"model": config.model, "q_config": qconfig.as_dict(), "seed": config.seed,
                        "method": config.method, "dataset": config.dataset, "custom_file": config.custom_file,
-                       "images": list(images.shape), "texts": list(tokens.shape)}
+                       "images": list(images.shape), "images_sha256": _tensor_sha256(images),
+                       "texts": list(tokens.shape)}
         checkpoint = ReconCheckpoint(recon_checkpoint_path(output), fingerprint)
         with timer.stage("reconstruction"):
             reports = reconstruct(model, images, tokens, qconfig.recon, device, seed=config.seed,

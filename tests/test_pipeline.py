@@ -134,3 +134,13 @@ def test_d4c_run_generates_calibrates_and_reuses_cached_images(tmp_path, fast_qc
     w8, _ = _run(tmp_path, "w8", "--model", "tiny-vit", "--q_config", fast_qconfig("config88", calibrate={"visual": 4, "text": 16}), *gen)
     assert "reusing 4 cached" in capsys.readouterr().out
     assert w8["method"] == "d4c3" and len(list((tmp_path / "cache").glob("*.pt"))) == 1
+
+
+def test_reconstruction_fingerprint_digest_tells_image_sets_apart():
+    from d4c.pipeline import _tensor_sha256
+
+    images = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    other = images.clone()
+    other[1, 2, 7, 7] += 1e-6
+    assert _tensor_sha256(images) == _tensor_sha256(images.clone()) == _tensor_sha256(images.double())
+    assert _tensor_sha256(images) != _tensor_sha256(other)

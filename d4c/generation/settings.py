@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from d4c.config import D4C_CONFIGS, GEN_SCHEDULES, RunConfig
+from d4c.config import RunConfig, check_generation_values
 from d4c.errors import D4CError
 
 METHOD_NAMES = ("gaussian", "bns", "pse", "d4c")
@@ -41,15 +41,9 @@ class GenerationSettings:
     def __post_init__(self) -> None:
         if self.method not in METHOD_NAMES:
             raise D4CError(f"Generation method must be one of {', '.join(METHOD_NAMES)}, got {self.method!r}.")
-        for name in ("num_images", "gen_batch_size", "gen_iter"):
-            if int(getattr(self, name)) < 1:
-                raise D4CError(f"--{name} must be positive, got {getattr(self, name)}.")
-        if not self.gen_lr > 0:
-            raise D4CError(f"--gen_lr must be positive, got {self.gen_lr}.")
-        if self.d4c_config not in D4C_CONFIGS:
-            raise D4CError(f"--d4c_config must be one of 0, 1, 2, 3, got {self.d4c_config}.")
-        if self.gen_schedule not in GEN_SCHEDULES:
-            raise D4CError(f"--gen_schedule must be one of {', '.join(GEN_SCHEDULES)}, got {self.gen_schedule!r}.")
+        if not self.num_images > 0:
+            raise D4CError(f"--num_images must be positive, got {self.num_images}.")
+        check_generation_values(self.gen_batch_size, self.gen_iter, self.gen_lr, self.d4c_config, self.gen_schedule)
 
     @classmethod
     def from_run_config(cls, config: RunConfig, method: str, num_images: int) -> "GenerationSettings":
