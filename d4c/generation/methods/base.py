@@ -7,6 +7,8 @@ from typing import Any, ClassVar, Sequence
 import torch
 
 from d4c.errors import D4CError
+from d4c.generation.fastpaths import encode_images
+from d4c.generation.priors import TV_WEIGHT, total_variation
 from d4c.generation.settings import GenerationSettings
 
 _REGISTRY: dict[str, type["GenerationMethod"]] = {}
@@ -86,3 +88,40 @@ class GenerationMethod:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
+
+
+class HookedTermsMethod(GenerationMethod):
+    """A method whose loss is a sum of per-layer terms, taken by forward pre-hooks, plus TV (BNS, PSE).
+
+    Subclasses name the hooked modules (:attr:`hooked`) and compute one layer's term from its
+    input (:meth:`term`, summed over the ``groups`` mini-batches); :attr:`term_sign` turns a
+    quantity to maximise (PSE's entropy) into a loss.
+    """
+
+    term_sign: ClassVar[float] = 1.0
+    hooked: list[torch.nn.Module]
+
+    def term(self, module: torch.nn.Module, inputs: torch.Tensor, groups: int) -> torch.Tensor:
+        """One hooked layer's contribution, summed over the ``groups`` mini-batches of ``inputs``."""
+        raise NotImplementedError
+
+    def _hook(self, module: torch.nn.Module, args: tuple) -> None:
+        self._terms.append(self.term(module, args[0], self._groups))
+
+    def attach(self) -> None:
+        self.detach()
+        self._terms: list[torch.Tensor] = []
+        self._groups = 1
+        self._handles = [module.register_forward_pre_hook(self._hook) for module in self.hooked]
+
+    def detach(self) -> None:
+        for handle in getattr(self, "_handles", []):
+            handle.remove()
+        self._handles = []
+
+    def loss(self, images: torch.Tensor, index: slice, groups: int, generator: torch.Generator) -> torch.Tensor:
+        self._terms, self._groups = [], groups
+        encode_images(self.model, images)
+        total = torch.stack(self._terms).sum()
+        self._terms = []
+        return self.term_sign * total + TV_WEIGHT * total_variation(images, groups)

@@ -14,9 +14,7 @@ import torch
 from torch import nn
 
 from d4c.errors import D4CError
-from d4c.generation.fastpaths import encode_images
-from d4c.generation.methods.base import GenerationMethod, register
-from d4c.generation.priors import TV_WEIGHT, total_variation
+from d4c.generation.methods.base import HookedTermsMethod, register
 from d4c.generation.settings import GenerationSettings
 
 
@@ -51,7 +49,7 @@ def bn_statistics_loss(inputs: torch.Tensor, running_mean: torch.Tensor, running
 
 
 @register
-class BNS(GenerationMethod):
+class BNS(HookedTermsMethod):
     """BatchNorm-statistics matching, for ModifiedResNet image towers."""
 
     name = "bns"
@@ -60,10 +58,7 @@ class BNS(GenerationMethod):
     def __init__(self, model: nn.Module, settings: GenerationSettings, prompts: Sequence[str] | None,
                  device: torch.device) -> None:
         super().__init__(model, settings, prompts, device)
-        self.layers = batchnorm_layers(model)
-        self._handles: list = []
-        self._terms: list[torch.Tensor] = []
-        self._groups = 1
+        self.layers = self.hooked = batchnorm_layers(model)
 
     @classmethod
     def check_model(cls, model: nn.Module) -> None:
@@ -71,21 +66,5 @@ class BNS(GenerationMethod):
             raise D4CError("BNS (--gen_method bns) needs an image encoder with BatchNorm layers (a ResNet such as "
                            "RN50), but this model's has none: use --gen_method pse or baseline for a ViT.")
 
-    def _hook(self, module: nn.BatchNorm2d, args: tuple) -> None:
-        self._terms.append(bn_statistics_loss(args[0], module.running_mean, module.running_var, self._groups))
-
-    def attach(self) -> None:
-        self.detach()
-        self._handles = [layer.register_forward_pre_hook(self._hook) for layer in self.layers]
-
-    def detach(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
-
-    def loss(self, images: torch.Tensor, index: slice, groups: int, generator: torch.Generator) -> torch.Tensor:
-        self._terms, self._groups = [], groups
-        encode_images(self.model, images)
-        statistics = torch.stack(self._terms).sum()
-        self._terms = []
-        return statistics + TV_WEIGHT * total_variation(images, groups)
+    def term(self, module: nn.BatchNorm2d, inputs: torch.Tensor, groups: int) -> torch.Tensor:
+        return bn_statistics_loss(inputs, module.running_mean, module.running_var, groups)

@@ -25,9 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from d4c.errors import D4CError
-from d4c.generation.fastpaths import encode_images
-from d4c.generation.methods.base import GenerationMethod, register
-from d4c.generation.priors import TV_WEIGHT, total_variation
+from d4c.generation.methods.base import HookedTermsMethod, register
 from d4c.generation.settings import GenerationSettings
 
 KDE_BANDWIDTH = 0.01
@@ -77,18 +75,16 @@ def kde_entropy(values: torch.Tensor, points: int = KDE_POINTS, bandwidth: float
 
 
 @register
-class PSE(GenerationMethod):
+class PSE(HookedTermsMethod):
     """Patch-similarity entropy maximisation, for VisionTransformer image towers."""
 
     name = "pse"
+    term_sign = -1.0  # maximise the entropy
 
     def __init__(self, model: nn.Module, settings: GenerationSettings, prompts: Sequence[str] | None,
                  device: torch.device) -> None:
         super().__init__(model, settings, prompts, device)
-        self.attentions = [block.attn for block in model.visual.transformer.resblocks]
-        self._handles: list = []
-        self._entropies: list[torch.Tensor] = []
-        self._groups = 1
+        self.hooked = [block.attn for block in model.visual.transformer.resblocks]
 
     @classmethod
     def check_model(cls, model: nn.Module) -> None:
@@ -96,24 +92,7 @@ class PSE(GenerationMethod):
             raise D4CError("PSE (--gen_method pse) needs a ViT image encoder (patch tokens and attention), but this "
                            "model's is a ResNet: use --gen_method bns or baseline.")
 
-    def _hook(self, module: nn.MultiheadAttention, args: tuple) -> None:
-        similarity = patch_similarity(module, args[0])
-        n = similarity.shape[0]
-        entropy = kde_entropy(similarity.reshape(self._groups, n // self._groups, -1))
-        self._entropies.append(entropy.mean(dim=1).sum())
-
-    def attach(self) -> None:
-        self.detach()
-        self._handles = [attention.register_forward_pre_hook(self._hook) for attention in self.attentions]
-
-    def detach(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
-
-    def loss(self, images: torch.Tensor, index: slice, groups: int, generator: torch.Generator) -> torch.Tensor:
-        self._entropies, self._groups = [], groups
-        encode_images(self.model, images)
-        entropy = torch.stack(self._entropies).sum()
-        self._entropies = []
-        return -entropy + TV_WEIGHT * total_variation(images, groups)
+    def term(self, module: nn.MultiheadAttention, inputs: torch.Tensor, groups: int) -> torch.Tensor:
+        similarity = patch_similarity(module, inputs)
+        entropy = kde_entropy(similarity.reshape(groups, similarity.shape[0] // groups, -1))
+        return entropy.mean(dim=1).sum()
