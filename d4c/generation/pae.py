@@ -23,6 +23,8 @@ from dataclasses import dataclass, fields
 import torch
 import torch.nn.functional as F
 
+from d4c.generation.scg import box_masks
+
 FLIP_P = 0.5
 ROTATION_DEG = 15.0
 SCALE_RANGE = 0.05
@@ -121,14 +123,9 @@ def blur(images: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
 def erase_masks(params: PerturbationParams, height: int, width: int) -> torch.Tensor:
     """``N x 1 x H x W`` masks, 1 on each drawn square (side int(0.2 H), clipped at the borders), 0 elsewhere."""
     side = int(ERASE_FRACTION * height)
-    y0 = params.erase_y - side // 2
-    x0 = params.erase_x - side // 2
-    rows = torch.arange(height, device=y0.device)
-    cols = torch.arange(width, device=x0.device)
-    in_rows = (rows >= y0[:, None]) & (rows < (y0 + side)[:, None])
-    in_cols = (cols >= x0[:, None]) & (cols < (x0 + side)[:, None])
-    square = in_rows[:, :, None] & in_cols[:, None, :] & params.erase.view(-1, 1, 1)
-    return square.unsqueeze(1)
+    sides = torch.full_like(params.erase_y, side)
+    squares = torch.stack([params.erase_y - side // 2, params.erase_x - side // 2, sides, sides], dim=1)
+    return box_masks(squares, height, width, torch.bool) & params.erase.view(-1, 1, 1, 1)
 
 
 def erase(images: torch.Tensor, params: PerturbationParams) -> torch.Tensor:
