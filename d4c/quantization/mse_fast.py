@@ -268,7 +268,7 @@ def search_two_sided(xc: torch.Tensor, best: Incumbent, pb: Problem) -> None:
     """2-D search: widths best histogram bound first (long rows) or widest first, one binning pass
     per visited width, until no remaining width can win."""
     extent = xc.min(1).values, xc.max(1).values
-    xrange = extent[1] - extent[0]
+    xrange = extent[1].clamp(min=0.0) - extent[0].clamp(max=0.0)  # max+ - min-: every range contains 0
     _clamped(xc, best, pb, xrange)
     bins = pb.histogram_bins()
     if bins:
@@ -294,7 +294,7 @@ def _widths_by_histogram(xc: torch.Tensor, extent: tuple[torch.Tensor, torch.Ten
                          bins: int) -> None:
     """Bound every candidate from a histogram, then visit each row's widths cheapest bound first."""
     hist = HistogramBound(xc, bins, pb.p)
-    n_rows, xrange = xc.shape[0], extent[1] - extent[0]
+    n_rows, xrange = xc.shape[0], extent[1].clamp(min=0.0) - extent[0].clamp(max=0.0)
     cand = two_sided_candidates(xrange, torch.arange(1, pb.num + 1), pb)  # [rows, num, levels + 1]
     s_ref = cand["s"].amax(2)
     lattice = hist.lattice_prefix(s_ref.double())

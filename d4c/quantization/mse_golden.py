@@ -7,7 +7,7 @@ over channels:
   range being ``[0, t]``, ``[-t, 0]`` or ``[-t, t]`` as in the grid search; each step evaluates
   the objective exactly (one pass);
 * **2-D** (two-sided data, asymmetric grid): an outer golden-section search over the width ``w``
-  in ``(0, max - min]``; for each width an inner search over the zero point (the error is convex
+  in ``(0, max+ - min-]`` (each channel's range extended to contain 0); for each width an inner search over the zero point (the error is convex
   in it, so a binary search on its forward difference finds the minimum) on a binned form of the
   objective: one binning pass per width gives the in-range error exactly and the clipped error by
   a second-order expansion around each bin's mean.
@@ -126,7 +126,7 @@ def _golden_rows(xc: torch.Tensor, pb: Problem, side: str) -> tuple[torch.Tensor
             binned = BinnedWidth(xc, s, x_min, x_max, pb.levels, pb.p, second_moment=True)
             return _inner_zero_point(binned, s, pb)
 
-        width, _, zp = golden_minimize(width_error, zero, x_max - x_min)
+        width, _, zp = golden_minimize(width_error, zero, x_max.clamp(min=0.0) - x_min.clamp(max=0.0))
         new_min, new_max = _two_sided_range(width, zp, pb)
     plain = range_errors(xc, x_min, x_max, pb) <= range_errors(xc, new_min, new_max, pb)
     return torch.where(plain, x_min, new_min), torch.where(plain, x_max, new_max)

@@ -6,9 +6,12 @@ tensor or per channel. Candidates, as in the reference implementation (QDrop's o
 * **1-D** (one-sided data, or a symmetric grid): ``thres_i = xrange / num * i`` for
   ``i = 1..num`` with ``xrange = max(|min|, max)``; the range is ``[-thres, thres]``, with the
   empty side set to 0 for one-sided data (``[0, thres]`` for non-negative data);
-* **2-D** (two-sided data, asymmetric grid): width ``w_i = (max - min) / num * i`` for
+* **2-D** (two-sided data, asymmetric grid): width ``w_i = (max+ - min-) / num * i`` for
   ``i = 1..num`` times every zero point ``zp`` of the grid: ``delta = w_i / (qmax - qmin)``,
   range ``[-zp * delta, w_i - zp * delta]``. For 8 bits that is 100 x 256 = 25,600 candidates.
+  ``min- = min(min, 0)`` and ``max+ = max(max, 0)`` per channel (docs/method.md, quantizers): a
+  channel whose values all lie on one side of 0 inside a two-sided tensor still gets widths that
+  reach its extreme value, since every candidate range contains 0.
 
 The first candidate with the strictly smallest error wins (ties keep the earlier one).
 :func:`brute_force_search` is that loop, one full-tensor pass per candidate; it is the
@@ -39,6 +42,11 @@ def data_sidedness(x_min: torch.Tensor, x_max: torch.Tensor) -> str:
     if bool((x_max <= 0).all()):
         return "neg"
     return "no"
+
+
+def two_sided_width(x_min: torch.Tensor, x_max: torch.Tensor) -> torch.Tensor:
+    """``max+ - min-``: the widest 2-D candidate of each channel, its range extended to contain 0."""
+    return x_max.clamp(min=0.0) - x_min.clamp(max=0.0)
 
 
 def _candidate_error(xc: torch.Tensor, new_min: torch.Tensor, new_max: torch.Tensor, qmin: int, qmax: int,
@@ -77,7 +85,7 @@ def brute_force_search(x: torch.Tensor, qmin: int, qmax: int, symmetric: bool, c
             new_max = torch.zeros_like(x_max) if side == "neg" else thres
             consider(new_min, new_max)
     else:
-        xrange = x_max - x_min
+        xrange = two_sided_width(x_min, x_max)
         for i in range(1, num + 1):
             tmp_max = xrange / num * i
             delta = tmp_max / float(qmax - qmin)

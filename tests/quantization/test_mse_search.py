@@ -233,3 +233,43 @@ def test_golden_section_degenerate_inputs():
         assert torch.isfinite(lo) and torch.isfinite(hi) and lo <= hi
         plain = _errors(x, x.min(), x.max(), 0, 255, False, -1)
         assert _errors(x, lo, hi, 0, 255, False, -1) <= plain
+
+
+def _independent_two_sided_optimum(values, bit: int, p: float = 2.4, num: int = 100) -> float:
+    """The smallest mean |v - q(v)|^p over the 2-D grid of one channel, by a plain float64 loop.
+
+    Written from the spec, not from the search code: widths are fractions of ``max+ - min-``
+    (the channel's range extended to contain 0), and every zero point of the grid is tried.
+    """
+    import numpy as np
+
+    v = np.asarray(values, dtype=np.float64)
+    qmax = 2 ** bit - 1
+    width_all = max(v.max(), 0.0) - min(v.min(), 0.0)
+    best = np.inf
+    for i in range(1, num + 1):
+        scale = width_all / num * i / qmax
+        for zp in range(0, qmax + 1):
+            q = np.clip(np.round(v / scale) + zp, 0, qmax)
+            best = min(best, float(np.mean(np.abs(v - (q - zp) * scale) ** p)))
+    return best
+
+
+@pytest.mark.parametrize("bit", [4, 8])
+def test_one_sided_channels_of_a_two_sided_tensor_keep_their_extremes(bit):
+    # Channel 0 in [0.5, 2.0], channel 1 in [-2.0, -0.5], channel 2 two-sided: the tensor is
+    # two-sided (2-D search) while two of its channels lie on one side of 0.
+    g = torch.Generator().manual_seed(bit)
+    base = torch.rand(3, 200, generator=g)
+    x = torch.stack([0.5 + 1.5 * base[0], -0.5 - 1.5 * base[1], 4 * base[2] - 1.5])
+    x[0, 0], x[1, 0] = 2.0, -2.0  # the extremes the range must be able to reach
+    qmin, qmax = quant_range(bit, False)
+    for search in (brute_force_search, search_range):
+        lo, hi = search(x, qmin, qmax, False, ch_axis=0)
+        got = _errors(x, lo, hi, qmin, qmax, False, 0).double()
+        want = torch.tensor([_independent_two_sided_optimum(row.tolist(), bit) for row in x], dtype=torch.float64)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-12)
+        # Clipping 2.0 to 1.5 alone would cost 0.5^2.4 / 200 ~ 9.5e-4 per channel: far above the optimum.
+        assert float(got[:2].max()) < (0.01 if bit == 4 else 1e-5)
+    lo, hi = golden_section_search(x, qmin, qmax, False, ch_axis=0)
+    assert float(hi[0]) > 1.9 and float(lo[1]) < -1.9
