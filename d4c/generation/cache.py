@@ -26,8 +26,9 @@ from d4c.generation.methods import method_class
 from d4c.generation.settings import GenerationSettings
 from d4c.io import save_torch, write_json
 
-GENERATION_CODE_VERSION = 2
-"""Bump whenever a change to the generation code changes the images a recipe produces."""
+GENERATION_CODE_VERSION = 3
+"""Bump whenever a change to the generation code changes the images a recipe produces (3: PAE erasing
+squares shifted inside at the top/left border, as in the reference)."""
 HASH_LIMIT_BYTES = 256 * 2**20
 NO_CACHE = ("", "none", "None", "off")
 

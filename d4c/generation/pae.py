@@ -5,7 +5,8 @@ In the SPEC's order (3.2): horizontal flip (p = 0.5); affine (rotation U(-15, 15
 padding); brightness and contrast factors 1 + U(-0.4, 0.4), multiplied; saturation
 ``s * x + (1 - s) * mean_c(x)`` with s = 1 + U(-0.4, 0.4); 3x3 blur [[1,2,1],[2,4,2],[1,2,1]] / 16
 per channel (p = 0.3, zero padding, applied separably); one square of side int(0.2 * R) at a uniformly drawn centre,
-clipped at the borders, set to 0 (p = 0.3).
+set to 0 (p = 0.3): shifted inside at the top/left border, clipped at the bottom/right one, as in the
+reference implementation.
 
 Parameters are drawn for the whole mini-batch as tensors (:func:`sample_perturbations`); they are
 applied without a loop over images (:func:`apply_perturbations`): the flip is folded into the
@@ -121,10 +122,16 @@ def blur(images: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
 
 
 def erase_masks(params: PerturbationParams, height: int, width: int) -> torch.Tensor:
-    """``N x 1 x H x W`` masks, 1 on each drawn square (side int(0.2 H), clipped at the borders), 0 elsewhere."""
+    """``N x 1 x H x W`` masks, 1 on each drawn square (side int(0.2 H)), 0 elsewhere.
+
+    As in the reference implementation, a square reaching past the top or left border is shifted
+    inside (``y1 = max(cy - side // 2, 0)``, ``y2 = min(y1 + side, H)``), so only the bottom and
+    right borders clip it.
+    """
     side = int(ERASE_FRACTION * height)
     sides = torch.full_like(params.erase_y, side)
-    squares = torch.stack([params.erase_y - side // 2, params.erase_x - side // 2, sides, sides], dim=1)
+    top, left = (params.erase_y - side // 2).clamp(min=0), (params.erase_x - side // 2).clamp(min=0)
+    squares = torch.stack([top, left, sides, sides], dim=1)
     return box_masks(squares, height, width, torch.bool) & params.erase.view(-1, 1, 1, 1)
 
 

@@ -116,19 +116,21 @@ def test_blur_is_the_binomial_kernel_with_zero_padding():
     assert np.allclose(out[1], x[1].numpy())
 
 
-def test_erase_sets_a_clipped_square_to_zero():
-    x = _image(size=20)
-    params = pae.PerturbationParams.identity(2)
-    params.erase = torch.tensor([True, True])
-    params.erase_y, params.erase_x = torch.tensor([10, 1]), torch.tensor([5, 19])
+def test_erase_shifts_the_square_inside_at_the_top_left_and_clips_it_at_the_bottom_right():
+    x = _image(n=3, size=20)
+    params = pae.PerturbationParams.identity(3)
+    params.erase = torch.tensor([True, True, True])
+    centres = [(10, 5), (1, 19), (0, 0)]
+    params.erase_y, params.erase_x = torch.tensor([c[0] for c in centres]), torch.tensor([c[1] for c in centres])
     out = pae.erase(x, params).numpy()
     side = int(0.2 * 20)
-    for i, (cy, cx) in enumerate([(10, 5), (1, 19)]):
+    for i, (cy, cx) in enumerate(centres):
         expected = x[i].numpy().copy()
-        y0, x0 = cy - side // 2, cx - side // 2
-        expected[:, max(y0, 0):min(y0 + side, 20), max(x0, 0):min(x0 + side, 20)] = 0
+        y1, x1 = max(cy - side // 2, 0), max(cx - side // 2, 0)  # the reference's corner
+        expected[:, y1:min(y1 + side, 20), x1:min(x1 + side, 20)] = 0
         assert np.array_equal(out[i], expected)
-    assert (out[1] == 0).sum() < 3 * side * side  # clipped at the border
+    assert (out[2] == 0).sum() == 3 * side * side  # top-left corner: the whole square, shifted inside
+    assert (out[1] == 0).sum() < 3 * side * side  # right border: clipped
 
 
 @pytest.mark.parametrize("name", ["flip_affine", "color_jitter", "blur", "erase", "apply_perturbations"])
