@@ -6,9 +6,10 @@ A file has four sections::
     w_qconfig: {quantizer, observer, bit, symmetric, ch_axis}   # weights
     calibrate: {visual, text}
     recon:     {visual_batch_size, text_batch_size, visual_scale_lr, text_scale_lr, warm_up, weight,
-                iters, b_range, keep_gpu, round_mode, drop_prob[, token_loss]}
+                iters, b_range, keep_gpu, round_mode, drop_prob[, token_loss, attention_unit, loss_sum]}
 
-(``recon.token_loss`` is optional, see :class:`ReconConfig`) and may name a parent with
+(``recon.token_loss``, ``recon.attention_unit`` and ``recon.loss_sum`` are optional, see
+:class:`ReconConfig`) and may name a parent with
 ``root: other.yaml`` (relative to the file's folder): the parent's sections are read first and
 the child's keys override them key by key. The whole file is checked
 before any model is loaded; every problem is one :class:`D4CError` sentence naming the file and
@@ -33,7 +34,9 @@ OBSERVERS = ("MinMaxObserver", "AvgMinMaxObserver", "MSEObserver", "AvgMSEObserv
              "AvgMSEFastObserver")
 ROUND_MODES = ("learned_hard_sigmoid",)
 TOKEN_LOSSES = ("relevant", "all")
-OPTIONAL_KEYS = {"recon": {"token_loss": "all"}}
+ATTENTION_UNITS = ("linear", "core")
+LOSS_SUMS = ("dim1", "channels")
+OPTIONAL_KEYS = {"recon": {"token_loss": "all", "attention_unit": "linear", "loss_sum": "dim1"}}
 """Keys a file may leave out, with their defaults (everything else is required)."""
 BIT_RANGE = (2, 16)
 QUANTIZER_KEYS = ("quantizer", "observer", "bit", "symmetric", "ch_axis")
@@ -42,7 +45,7 @@ SECTIONS = {
     "w_qconfig": QUANTIZER_KEYS,
     "calibrate": ("visual", "text"),
     "recon": ("visual_batch_size", "text_batch_size", "visual_scale_lr", "text_scale_lr", "warm_up", "weight",
-              "iters", "b_range", "keep_gpu", "round_mode", "drop_prob", "token_loss"),
+              "iters", "b_range", "keep_gpu", "round_mode", "drop_prob", "token_loss", "attention_unit", "loss_sum"),
 }
 MAX_ROOT_DEPTH = 16
 
@@ -97,6 +100,17 @@ class ReconConfig:
     """Token encoders: ``all`` (default, SPEC 4.5) averages the loss over every token, padding
     included; ``relevant`` only over the tokens that can reach the encoder output (text: up to the
     end-of-text token; last block's query/attention/MLP: the class or end-of-text token only)."""
+    attention_unit: str = "linear"
+    """``linear`` (default, the reference implementation's units): every quantized Linear of an
+    attention is its own unit (q, k, v, out projection) and the activation quantizers on the
+    projected q, k, v and on the softmax output belong to no unit (they keep their calibrated
+    scales); ``core``: those four quantizers and the out projection form one attention-core unit
+    whose input is the projected q, k, v (this project's earlier default)."""
+    loss_sum: str = "dim1"
+    """``dim1`` (default, the reference's ``((y_hat - y)^2).sum(1).mean()`` on batch-first
+    tensors): the sum runs over tokens for transformer Linears (``[N, L, D]``) and over channels
+    for convolutions, the mean over the rest; ``channels``: the sum runs over each token's
+    features (conv: channels), the mean over images and tokens."""
 
 
 @dataclass(frozen=True)
@@ -272,6 +286,8 @@ def _recon_config(check: _Checker) -> ReconConfig:
         round_mode=check.choice("recon", "round_mode", ROUND_MODES),
         drop_prob=check.number("recon", "drop_prob", high=1.0, expected="a number in (0, 1]"),
         token_loss=check.choice("recon", "token_loss", TOKEN_LOSSES),
+        attention_unit=check.choice("recon", "attention_unit", ATTENTION_UNITS),
+        loss_sum=check.choice("recon", "loss_sum", LOSS_SUMS),
     )
 
 

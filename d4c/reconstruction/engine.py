@@ -5,10 +5,13 @@ For each unit (:mod:`d4c.reconstruction.units`), image encoder first, then text:
 1. cache the unit's input from the quantized model (earlier units already reconstructed,
    quantization on) and its output from a full-precision copy (:mod:`d4c.reconstruction.cache`);
 2. for ``iters`` steps, sample ``*_batch_size`` cached rows with replacement and minimise
-   ``mean(sum_c (y_hat - y)^2) + weight * sum(1 - |2 h(alpha) - 1|^b)``, where ``c`` is the channel
-   dimension (conv channels, token features) and the mean runs over positions (for token units,
-   by default only over the tokens that can reach the encoder output); the rounding term starts
-   after ``warm_up * iters`` steps and ``b`` decays linearly from ``b_range[0]`` to ``b_range[1]`` over the remaining steps;
+   ``mean(sum_1 (y_hat - y)^2) + weight * sum(1 - |2 h(alpha) - 1|^b)``, where by default
+   (``loss_sum: dim1``, the reference's reduction) the sum runs over dimension 1 of the batch-first
+   tensors — tokens of ``[N, L, D]`` transformer outputs, channels of ``[N, C, H, W]`` conv outputs —
+   and the mean over the rest; ``loss_sum: channels`` sums over each token's features instead
+   (with ``token_loss: relevant`` only the tokens that can reach the encoder output count); the
+   rounding term starts after ``warm_up * iters`` steps and ``b`` decays linearly from
+   ``b_range[0]`` to ``b_range[1]`` over the remaining steps;
    AdaRound ``alpha`` with Adam (lr 1e-3), the unit's LSQ scales (and LSQ+ zero points) with Adam
    at ``*_scale_lr``, cosine-annealed to 0 over ``iters``;
 3. QDrop: while the unit trains, its activation quantizers keep each element's quantized value
@@ -74,31 +77,46 @@ def rounding_exponent(step: int, iters: int, warm_up: float, b_range: tuple[floa
     return b_end + (b_start - b_end) * max(0.0, 1.0 - progress)
 
 
-def reconstruction_loss(out: torch.Tensor, target: torch.Tensor, channel_dim: int,
-                        mask: torch.Tensor | None = None) -> torch.Tensor:
-    """``mean(sum over channel_dim of (out - target)^2)``, the mean over the positions ``mask`` keeps.
+def loss_sum_dim(unit: Unit, loss_sum: str) -> int:
+    """The dimension (batch-first layout) the loss of ``unit`` sums over under ``recon.loss_sum``."""
+    return 1 if loss_sum == "dim1" else unit.channel_dim
 
-    ``mask`` (``[N, L]`` for token outputs ``[N, L, D]``) restricts the mean to those tokens; without
-    it the loss is one fused reduction (no per-channel temporaries).
-    """
+
+def _error_terms(out: torch.Tensor, target: torch.Tensor, sum_dim: int,
+                 mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | float]:
+    """The summed squared error of the counted elements and the count the loss divides it by."""
     if mask is None:
-        return F.mse_loss(out, target, reduction="sum") * (out.shape[channel_dim] / out.numel())
-    weights = mask.unsqueeze(-1).to(out.dtype)
-    return F.mse_loss(out * weights, target * weights, reduction="sum") / weights.sum().clamp(min=1)
+        return F.mse_loss(out, target, reduction="sum"), out.numel() / out.shape[sum_dim]
+    weights = mask.unsqueeze(-1).to(out.dtype)  # [N, L] over [N, L, D]
+    squared = F.mse_loss(out * weights, target * weights, reduction="sum")
+    if sum_dim % out.dim() == out.dim() - 1:  # summed over features: the mean runs over the kept tokens
+        return squared, weights.sum()
+    return squared, out.numel() / out.shape[sum_dim]  # summed over tokens: the mean over images and features
+
+
+def reconstruction_loss(out: torch.Tensor, target: torch.Tensor, sum_dim: int,
+                        mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``mean(sum over sum_dim of (out - target)^2)`` of batch-first tensors.
+
+    ``mask`` (``[N, L]`` for token outputs ``[N, L, D]``) keeps only those tokens: summing over
+    features (``sum_dim = -1``) the mean runs over the kept tokens; summing over tokens
+    (``sum_dim = 1``) the sum runs over the kept tokens. Without a mask the loss is one fused
+    reduction (no per-position temporaries).
+    """
+    squared, count = _error_terms(out, target, sum_dim, mask)
+    return squared / (count.clamp(min=1) if isinstance(count, torch.Tensor) else count)
 
 
 @torch.no_grad()
-def unit_error(forward: UnitForward, target: torch.Tensor, device: torch.device, mask: torch.Tensor | None = None,
-               chunk: int = DEFAULT_CHUNK) -> float:
+def unit_error(forward: UnitForward, target: torch.Tensor, device: torch.device, sum_dim: int,
+               mask: torch.Tensor | None = None, chunk: int = DEFAULT_CHUNK) -> float:
     """The reconstruction loss of the unit over every cached row (no rounding term)."""
     total, count = 0.0, 0.0
     for start in range(0, target.shape[0], chunk):
         out = forward([x[start:start + chunk].to(device) for x in forward.tensors])
         part = None if mask is None else mask[start:start + chunk].to(device)
-        weight = out.shape[0] if part is None else float(part.sum())
-        total += float(reconstruction_loss(out, target[start:start + chunk].to(device), forward.unit.channel_dim,
-                                           part)) * weight
-        count += weight
+        squared, part_count = _error_terms(out, target[start:start + chunk].to(device), sum_dim, part)
+        total, count = total + float(squared), count + float(part_count)
     return total / max(count, 1.0)
 
 
@@ -124,7 +142,8 @@ def reconstruct_unit(module: nn.Module, inputs: list[torch.Tensor], kwargs: dict
     """
     start_time = time.perf_counter()
     forward = UnitForward(module, inputs, kwargs, unit, device, target.device)
-    error_before = unit_error(forward, target, device, mask)
+    sum_dim = loss_sum_dim(unit, config.loss_sum)
+    error_before = unit_error(forward, target, device, sum_dim, mask)
     rounding = _rounding_layers(module)
     activations = _activation_quantizers(module)
     for layer, quantizer in rounding:
@@ -153,8 +172,7 @@ def reconstruct_unit(module: nn.Module, inputs: list[torch.Tensor], kwargs: dict
         for step in bar:
             index = torch.randint(rows, (batch_size,), generator=generator, device=target.device)
             batch = [x[index].to(device, non_blocking=True) for x in forward.tensors]
-            rec_loss = reconstruction_loss(forward(batch), target[index].to(device, non_blocking=True),
-                                           unit.channel_dim,
+            rec_loss = reconstruction_loss(forward(batch), target[index].to(device, non_blocking=True), sum_dim,
                                            None if mask is None else mask[index].to(device, non_blocking=True))
             b = rounding_exponent(step, config.iters, config.warm_up, config.b_range)
             loss = rec_loss
@@ -178,7 +196,7 @@ def reconstruct_unit(module: nn.Module, inputs: list[torch.Tensor], kwargs: dict
         tensor.requires_grad_(False)
     for quantizer in activations:
         quantizer.drop_prob = 1.0
-    error_after = unit_error(forward, target, device, mask)
+    error_after = unit_error(forward, target, device, sum_dim, mask)
     iters = config.iters if optimizers else 0
     return UnitReport(unit.name, iters, error_before, error_after, time.perf_counter() - start_time,
                       loop_seconds / iters if iters else 0.0)
@@ -206,7 +224,7 @@ def reconstruct(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor, co
         for parameter in module.parameters():
             parameter.requires_grad_(False)
     generator = torch.Generator(device=store).manual_seed(seed)
-    plans = [p for p in encoder_plans(model) if p.name in encoders]
+    plans = [p for p in encoder_plans(model, config.attention_unit) if p.name in encoders]
     total_units = sum(len(p.units) for p in plans)
     done, saved_reports = checkpoint.load(model, generator) if checkpoint is not None else ([], [])
     reports = [UnitReport(**r) for r in saved_reports]

@@ -1,15 +1,17 @@
 """Reconstruction units of a quantized CLIP (SPEC 4.5), grouped by the block they live in.
 
-* ResNet image encoder: every Bottleneck is one unit; in the attention pool, q_proj, k_proj and
-  v_proj are single-layer units and so is c_proj together with the attention it follows.
+* ResNet image encoder: every Bottleneck is one unit; in the attention pool, q_proj, k_proj,
+  v_proj and c_proj are single-layer units.
 * ViT image encoder and text encoder: every quantized Linear is its own unit: q_proj, k_proj,
   v_proj, the out projection, c_fc, c_proj.
 
-The activation quantizers on the projected q, k, v and on the softmax output belong to the out
-projection's unit (:class:`~d4c.quantization.modules.QuantAttentionCore`): its input is the
-projected q, k, v, it computes the attention from them, and its loss is measured after the out
-projection, the first point where those quantizers' errors show. Each unit also owns the input
-quantizer of its layer(s).
+Each unit owns its layers' weight quantizers and input quantizers. By default (``attention_unit:
+linear``, the reference implementation's units) the activation quantizers on the projected q, k,
+v and on the softmax output belong to no unit: they keep their calibrated scales, and the out
+projection's unit takes as input the attention output computed through them (quantization on).
+With ``attention_unit: core`` they belong instead to an attention-core unit
+(:class:`~d4c.quantization.modules.QuantAttentionCore`: projected q, k, v in, out projection's
+output out) that trains their scales together with the out projection.
 
 Blocks (Bottlenecks, the attention pool, residual attention blocks) are the steps in which cached
 inputs advance through the network: a block's units are reconstructed in forward order, then the
@@ -37,7 +39,8 @@ class Unit:
     batch_axis: int
     """Batch dimension of the unit's inputs and output (0 for images, 1 for sequence-first tokens)."""
     channel_dim: int
-    """Dimension summed in the loss, in the batch-first layout: conv channels, or token features (-1)."""
+    """Channel dimension in the batch-first layout: conv channels (1), or token features (-1); the
+    loss sums over it under ``recon.loss_sum: channels`` (the default sums over dimension 1)."""
     output_token_only: bool = False
     """Only the encoder's output token (ViT class token, text end-of-text token) of this unit's output
     can reach the encoder's output (the last block's q projection, attention and MLP)."""
@@ -70,17 +73,21 @@ class EncoderPlan:
 
 
 TOKENS = 1  # batch axis of sequence-first [L, N, D] tensors
-ATTENTION_UNITS = ("q_proj", "k_proj", "v_proj", "core")
+ATTENTION_UNITS = {
+    "linear": ("q_proj", "k_proj", "v_proj", "core.out_proj"),
+    "core": ("q_proj", "k_proj", "v_proj", "core"),
+}
+"""The units of one attention, by ``recon.attention_unit``."""
 
 
-def _transformer_blocks(prefix: str, resblocks: nn.Sequential) -> list[Block]:
+def _transformer_blocks(prefix: str, resblocks: nn.Sequential, attention_unit: str) -> list[Block]:
     blocks = []
     for i in range(len(resblocks)):
         name, last = f"{prefix}.{i}", i == len(resblocks) - 1
         # In the last block only the output token's query, attention row and MLP reach the output;
         # its keys and values still come from every token.
-        units = [Unit(f"{name}.attn.{u}", TOKENS, -1, output_token_only=last and u in ("q_proj", "core"))
-                 for u in ATTENTION_UNITS]
+        units = [Unit(f"{name}.attn.{u}", TOKENS, -1, output_token_only=last and u not in ("k_proj", "v_proj"))
+                 for u in ATTENTION_UNITS[attention_unit]]
         units += [Unit(f"{name}.mlp.{u}", TOKENS, -1, output_token_only=last) for u in ("c_fc", "c_proj")]
         blocks.append(Block(name, TOKENS, tuple(units)))
     return blocks
@@ -99,7 +106,7 @@ def _text_token_positions(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     return positions <= eot, positions == eot
 
 
-def _resnet_blocks(visual: ModifiedResNet) -> list[Block]:
+def _resnet_blocks(visual: ModifiedResNet, attention_unit: str) -> list[Block]:
     blocks = []
     for layer in ("layer1", "layer2", "layer3", "layer4"):
         for i in range(len(getattr(visual, layer))):
@@ -107,21 +114,30 @@ def _resnet_blocks(visual: ModifiedResNet) -> list[Block]:
             blocks.append(Block(name, 0, (Unit(name, 0, 1),)))
     if not isinstance(visual.attnpool, QuantAttentionPool2d):
         raise ValueError("the ResNet's attention pool is not quantized; call quantize_clip first")
-    units = tuple(Unit(f"visual.attnpool.{u}", TOKENS, -1) for u in ATTENTION_UNITS)
+    units = tuple(Unit(f"visual.attnpool.{u}", TOKENS, -1) for u in ATTENTION_UNITS[attention_unit])
     blocks.append(Block("visual.attnpool", 0, units))
     return blocks
 
 
-def encoder_plans(model: CLIP) -> list[EncoderPlan]:
-    """The image encoder's plan, then the text encoder's (the order of reconstruction)."""
+def encoder_plans(model: CLIP, attention_unit: str = "linear") -> list[EncoderPlan]:
+    """The image encoder's plan, then the text encoder's (the order of reconstruction).
+
+    Args:
+        model: a quantized CLIP (:func:`~d4c.quantization.quant_clip.quantize_clip`).
+        attention_unit: ``linear`` (every quantized Linear of an attention is a unit) or ``core``
+            (q/k/v/softmax quantizers and the out projection are one unit); see the module docstring.
+    """
+    if attention_unit not in ATTENTION_UNITS:
+        raise ValueError(f"attention_unit must be one of {', '.join(ATTENTION_UNITS)}, got {attention_unit!r}")
     if isinstance(model.visual, ModifiedResNet):
-        visual = EncoderPlan("visual", lambda m, x: m.encode_image(x), _resnet_blocks(model.visual))
+        visual = EncoderPlan("visual", lambda m, x: m.encode_image(x), _resnet_blocks(model.visual, attention_unit))
     else:
         length = model.visual.positional_embedding.shape[0]
         visual = EncoderPlan("visual", lambda m, x: m.encode_image(x),
-                             _transformer_blocks("visual.transformer.resblocks", model.visual.transformer.resblocks),
+                             _transformer_blocks("visual.transformer.resblocks", model.visual.transformer.resblocks,
+                                                 attention_unit),
                              lambda images: _class_token_positions(images, length))
     text = EncoderPlan("text", lambda m, x: m.encode_text(x),
-                       _transformer_blocks("transformer.resblocks", model.transformer.resblocks),
+                       _transformer_blocks("transformer.resblocks", model.transformer.resblocks, attention_unit),
                        _text_token_positions)
     return [visual, text]

@@ -38,6 +38,8 @@ def test_shipped_configs(name, w_bit, a_bit):
     assert (q.calibrate.visual, q.calibrate.text) == (128, 512)
     assert q.recon.iters == 20000 and q.recon.b_range == (20.0, 2.0) and q.recon.text_scale_lr == pytest.approx(4e-6)
     assert q.recon.token_loss == "all"  # optional key, defaulted to the SPEC 4.5 loss
+    # optional keys defaulted to the reference implementation's units and loss reduction
+    assert q.recon.attention_unit == "linear" and q.recon.loss_sum == "dim1"
     assert (REPO_ROOT / "exp" / f"{name}.yaml").is_file()
 
 
@@ -92,6 +94,8 @@ BAD = [
     ("recon", "drop_prob", 0, "recon.drop_prob must be a number in (0, 1]"),
     ("recon", "drop_prob", 1.5, "recon.drop_prob must be a number in (0, 1]"),
     ("recon", "token_loss", "cls", "recon.token_loss must be one of relevant, all"),
+    ("recon", "attention_unit", "block", "recon.attention_unit must be one of linear, core"),
+    ("recon", "loss_sum", "tokens", "recon.loss_sum must be one of dim1, channels"),
     ("recon", "iters", _DELETE, "recon.iters is missing"),
     ("w_qconfig", "observer", _DELETE, "w_qconfig.observer is missing"),
 ]

@@ -41,22 +41,24 @@ def test_rounding_exponent_schedule():
     assert rounding_exponent(0, 10, 0.0, (20, 2)) == pytest.approx(20)
 
 
-def test_units_and_their_order(micro_vit, micro_rn, fast_qconfig):
+@pytest.mark.parametrize("attention_unit, out_unit", [("linear", "core.out_proj"), ("core", "core")])
+def test_units_and_their_order(micro_vit, micro_rn, fast_qconfig, attention_unit, out_unit):
     qconfig = load_qconfig(fast_qconfig("config48"))
-    vit_plans = encoder_plans(quantize_clip(micro_vit, qconfig))
+    vit_plans = encoder_plans(quantize_clip(micro_vit, qconfig), attention_unit)
     assert [p.name for p in vit_plans] == ["visual", "text"]
     assert [u.name for u in vit_plans[0].units] == [
         f"visual.transformer.resblocks.0.{m}" for m in
-        ("attn.q_proj", "attn.k_proj", "attn.v_proj", "attn.core", "mlp.c_fc", "mlp.c_proj")]
+        ("attn.q_proj", "attn.k_proj", "attn.v_proj", f"attn.{out_unit}", "mlp.c_fc", "mlp.c_proj")]
     assert vit_plans[1].units[0].name == "transformer.resblocks.0.attn.q_proj"
-    rn_plans = encoder_plans(quantize_clip(micro_rn, qconfig))
+    rn_plans = encoder_plans(quantize_clip(micro_rn, qconfig), attention_unit)
     names = [u.name for u in rn_plans[0].units]
     assert names[:4] == ["visual.layer1.0", "visual.layer2.0", "visual.layer3.0", "visual.layer4.0"]
-    assert names[4:] == [f"visual.attnpool.{p}" for p in ("q_proj", "k_proj", "v_proj", "core")]
+    assert names[4:] == [f"visual.attnpool.{p}" for p in ("q_proj", "k_proj", "v_proj", out_unit)]
     # every quantized layer belongs to exactly one unit
-    covered = [name for plan in rn_plans for unit in plan.units for name, _ in quantized_layers(micro_rn)
-               if name == unit.name or name.startswith(unit.name + ".")]
-    assert sorted(covered) == sorted(name for name, _ in quantized_layers(micro_rn))
+    for model, plans in ((micro_rn, rn_plans), (micro_vit, vit_plans)):
+        covered = [name for plan in plans for unit in plan.units for name, _ in quantized_layers(model)
+                   if name == unit.name or name.startswith(unit.name + ".")]
+        assert sorted(covered) == sorted(name for name, _ in quantized_layers(model))
 
 
 @torch.no_grad()
@@ -86,11 +88,17 @@ def test_short_reconstruction_lowers_the_error(arch, request, fast_qconfig):
     assert all(r.iters == 200 for r in reports)
 
 
-def test_only_rounding_and_scales_are_optimised_and_state_is_reset(micro_vit, fast_qconfig):
-    model, _, qconfig, images, tokens = _calibrated(micro_vit, fast_qconfig("config44", recon={"drop_prob": 0.5}))
+ATTENTION_QUANTIZERS = ("q", "k", "v", "softmax")
+
+
+@pytest.mark.parametrize("attention_unit", ["linear", "core"])
+def test_only_rounding_and_scales_are_optimised_and_state_is_reset(micro_vit, fast_qconfig, attention_unit):
+    model, _, qconfig, images, tokens = _calibrated(
+        micro_vit, fast_qconfig("config44", recon={"drop_prob": 0.5, "attention_unit": attention_unit}))
+    calibrated = {n: t.clone() for n, t in model.state_dict().items()}
     seen: dict[str, set] = {}
     drops: dict[str, float] = {}
-    unit_names = [u.name for plan in encoder_plans(model) for u in plan.units]
+    unit_names = [u.name for plan in encoder_plans(model, attention_unit) for u in plan.units]
 
     def spy(name):
         def hook(module, _args):
@@ -109,8 +117,16 @@ def test_only_rounding_and_scales_are_optimised_and_state_is_reset(micro_vit, fa
     q_proj = "visual.transformer.resblocks.0.attn.q_proj"
     assert seen[q_proj] == {f"{q_proj}.weight_quantizer.alpha", f"{q_proj}.input_quantizer.scale"}
     core = "transformer.resblocks.0.attn.core"
-    assert seen[core] == {f"{core}.out_proj.weight_quantizer.alpha", f"{core}.out_proj.input_quantizer.scale"} | {
-        f"{core}.{q}_quantizer.scale" for q in ("q", "k", "v", "softmax")}
+    out_proj = {f"{core}.out_proj.weight_quantizer.alpha", f"{core}.out_proj.input_quantizer.scale"}
+    attention_scales = {f"{prefix}.attn.core.{q}_quantizer.scale" for q in ATTENTION_QUANTIZERS
+                        for prefix in ("transformer.resblocks.0", "visual.transformer.resblocks.0")}
+    if attention_unit == "core":
+        assert seen[core] == out_proj | {f"{core}.{q}_quantizer.scale" for q in ATTENTION_QUANTIZERS}
+        assert any(not torch.equal(model.state_dict()[n], calibrated[n]) for n in attention_scales)
+    else:  # the reference's units: q/k/v/softmax quantizers keep their calibrated scales
+        assert seen[f"{core}.out_proj"] == out_proj
+        for name in attention_scales:
+            torch.testing.assert_close(model.state_dict()[name], calibrated[name], rtol=0, atol=0)
     assert set(drops) == set(unit_names) and all(p == 0.5 for p in drops.values())
     assert not any(p.requires_grad for p in model.parameters())
     for _, q in model.named_modules():
@@ -228,25 +244,76 @@ def test_interrupted_reconstruction_resumes_to_the_same_result(micro_vit, fast_q
         assert other.load(copy.deepcopy(calibrated), torch.Generator()) == ([], [])
 
 
-def test_loss_is_the_mean_over_kept_tokens_of_the_channel_sum():
-    from d4c.reconstruction.engine import reconstruction_loss
+def test_loss_reductions_against_direct_formulas():
+    import numpy as np
+
+    from d4c.reconstruction.engine import loss_sum_dim, reconstruction_loss
+    from d4c.reconstruction.units import Unit
 
     torch.manual_seed(0)
     out, target = torch.randn(3, 5, 4), torch.randn(3, 5, 4)
-    per_token = ((out - target) ** 2).sum(-1)
-    assert reconstruction_loss(out, target, -1).item() == pytest.approx(per_token.mean().item(), rel=1e-6)
-    mask = torch.tensor([[1, 1, 0, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
-    expected = per_token[mask].mean().item()
-    assert reconstruction_loss(out, target, -1, mask).item() == pytest.approx(expected, rel=1e-6)
+    sq = (out.double().numpy() - target.double().numpy()) ** 2
+    token_unit, conv_unit = Unit("t", 1, -1), Unit("c", 0, 1)
+    # the reference's ((y_hat - y) ** 2).sum(dim=1).mean() on batch-first [N, L, D]: sum over tokens
+    dim1 = loss_sum_dim(token_unit, "dim1")
+    assert reconstruction_loss(out, target, dim1).item() == pytest.approx(sq.sum(axis=1).mean(), rel=1e-6)
+    # loss_sum: channels, sum over each token's features, mean over images and tokens
+    channels = loss_sum_dim(token_unit, "channels")
+    assert reconstruction_loss(out, target, channels).item() == pytest.approx(sq.sum(axis=2).mean(), rel=1e-6)
+    mask = np.array([[1, 1, 0, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 1, 1]], dtype=bool)
+    kept = torch.from_numpy(mask)
+    assert reconstruction_loss(out, target, channels, kept).item() == pytest.approx(
+        sq.sum(axis=2)[mask].mean(), rel=1e-6)
+    assert reconstruction_loss(out, target, dim1, kept).item() == pytest.approx(
+        (sq * mask[:, :, None]).sum(axis=1).mean(), rel=1e-6)
     conv_out, conv_target = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
-    expected = ((conv_out - conv_target) ** 2).sum(1).mean().item()
-    assert reconstruction_loss(conv_out, conv_target, 1).item() == pytest.approx(expected, rel=1e-6)
+    conv_sq = (conv_out.double().numpy() - conv_target.double().numpy()) ** 2
+    for loss_sum in ("dim1", "channels"):  # convolutions sum over channels either way
+        got = reconstruction_loss(conv_out, conv_target, loss_sum_dim(conv_unit, loss_sum)).item()
+        assert got == pytest.approx(conv_sq.sum(axis=1).mean(), rel=1e-6)
+
+
+def _attention_by_hand(q, k, v, heads):
+    """Multi-head attention from projected q, k, v (batch-first [N, L, E]): softmax(q k^T / sqrt(d)) v."""
+    n, length, width = q.shape
+    split = lambda t: t.reshape(n, t.shape[1], heads, width // heads).transpose(1, 2)  # noqa: E731
+    scores = split(q) @ split(k).transpose(-1, -2) / (width // heads) ** 0.5
+    return scores.softmax(-1), split(v)
+
+
+def test_out_projection_unit_sees_the_attention_through_its_quantizers(micro_vit, fast_qconfig, monkeypatch):
+    import d4c.reconstruction.engine as engine
+
+    config = fast_qconfig("config44", recon={"iters": 2, "visual_batch_size": 4, "text_batch_size": 4})
+    model, _, qconfig, images, tokens = _calibrated(micro_vit, config)
+    prefix = "visual.transformer.resblocks.0.attn"
+    cached, original = {}, engine.reconstruct_unit
+
+    def spy(module, inputs, kwargs, target, unit, *args, **kw):
+        cached[unit.name] = [x.clone() for x in inputs]
+        return original(module, inputs, kwargs, target, unit, *args, **kw)
+
+    monkeypatch.setattr(engine, "reconstruct_unit", spy)
+    reconstruct(model, images, tokens, qconfig.recon, "cpu", progress=False, encoders=("visual",))
+    attn = model.get_submodule(prefix)
+    core = attn.core
+    with torch.no_grad():
+        x = cached[f"{prefix}.q_proj"][0]  # the block's quantized ln_1 output, batch-first
+        q, k, v = attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)  # hardened when out_proj's input was cached
+        probs, values = _attention_by_hand(core.q_quantizer(q), core.k_quantizer(k), core.v_quantizer(v),
+                                           core.num_heads)
+        expected = (core.softmax_quantizer(probs) @ values).transpose(1, 2).reshape(x.shape)
+        probs_fp, values_fp = _attention_by_hand(q, k, v, core.num_heads)
+        unquantized = (probs_fp @ values_fp).transpose(1, 2).reshape(x.shape)
+    got = cached[f"{prefix}.core.out_proj"][0]
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    assert (got - unquantized).abs().max() > 10 * (got - expected).abs().max()  # the quantizers were on
 
 
 def test_only_tokens_that_reach_the_output_count(micro_vit, fast_qconfig):
     plans = encoder_plans(quantize_clip(micro_vit, load_qconfig(fast_qconfig("config48"))))
     last = {u.name.rsplit(".", 1)[-1]: u.output_token_only for u in plans[1].blocks[-1].units}
-    assert last == {"q_proj": True, "k_proj": False, "v_proj": False, "core": True, "c_fc": True, "c_proj": True}
+    assert last == {"q_proj": True, "k_proj": False, "v_proj": False, "out_proj": True, "c_fc": True, "c_proj": True}
     tokens = clip.tokenize(["a b", "a b c d"], context_length=8)
     valid, output = plans[1].token_positions(tokens)
     assert valid.tolist() == [[True] * 4 + [False] * 4, [True] * 6 + [False] * 2]
