@@ -20,6 +20,7 @@ EPILOG = """paper rows (SPEC section 1):
   Gaussian noise     --dfq
   BNS / PSE          --dfq --gen_img --gen_method baseline
   D4C                --dfq --gen_img --gen_method d4c --d4c_config 3
+  EnhancingDFQ       --dfq --gen_img --gen_method enhancing_dfq   (seed 003's generator-based method)
   each with and without --recon
 
 offline: --model tiny-vit|tiny-rn --dataset digits runs everything without network."""
@@ -70,7 +71,9 @@ def _add_generation_flags(parser: argparse.ArgumentParser) -> None:
                        help="with --dfq: optimise the pseudo images (without it they stay Gaussian noise)")
     group.add_argument("--gen_method", default="d4c", choices=GEN_METHODS,
                        help="d4c, or baseline (BNS for ResNets, PSE for ViTs); bns / pse name the baseline "
-                            "explicitly and stop on the wrong architecture family (default: %(default)s)")
+                            "explicitly and stop on the wrong architecture family; enhancing_dfq: the generator-based "
+                            "EnhancingDFQ (CVPR 2024), --gen_iter generator steps of --gen_batch_size images "
+                            "(default: %(default)s)")
     group.add_argument("--d4c_config", default=3, type=int, choices=[0, 1, 2, 3],
                        help="D4C ablation: 0 PGSI, 1 PGSI+SCG, 2 PGSI+PAE, 3 PGSI+SCG+PAE (default: %(default)s)")
     group.add_argument("--custom_file", default=DEFAULT_CUSTOM_FILE,
@@ -92,6 +95,13 @@ def _add_generation_flags(parser: argparse.ArgumentParser) -> None:
                        help="ignore cached pseudo images and checkpoints of this recipe: generate anew")
     group.add_argument("--gen_ckpt_every", default=200, type=int,
                        help="save a generation checkpoint every N outer iterations, 0 for never (default: %(default)s)")
+    group.add_argument("--edfq_config", default=None, metavar="FILE",
+                       help="YAML mapping of EnhancingDFQ settings (docs/methods/enhancing_dfq.md): ablation switches "
+                            "label_embeddings, mixer, flow_attention, losses; layers, latent_dim, lr_generator, ..., "
+                            "finetune")
+    group.add_argument("--edfq", default=[], action="append", metavar="KEY=VALUE",
+                       help="one EnhancingDFQ setting, applied after --edfq_config; repeatable "
+                            "(e.g. --edfq mixer=false --edfq finetune=true)")
 
 
 def _add_run_flags(parser: argparse.ArgumentParser) -> None:

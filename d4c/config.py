@@ -20,10 +20,12 @@ REPO_ROOT = PACKAGE_ROOT.parent
 
 DEFAULT_CUSTOM_FILE = "./d4c/template/custom_classnames_templates.json"
 DEFAULT_Q_CONFIG = "./exp/config66.yaml"
-GEN_METHODS = ("d4c", "baseline", "bns", "pse")
+GEN_METHODS = ("d4c", "baseline", "bns", "pse", "enhancing_dfq")
 D4C_CONFIGS = (0, 1, 2, 3)
 GEN_SCHEDULES = ("reference", "batched")
 DEFAULT_GEN_CACHE_DIR = "./cache/pseudo_images"
+NO_CACHE = ("", "none", "None", "off")
+"""--gen_cache_dir values that turn the pseudo-image cache (and checkpoints) off."""
 
 
 def resolve_resource(path: str) -> Path:
@@ -110,6 +112,10 @@ class RunConfig:
     """Ignore cached pseudo images and checkpoints of this recipe and generate anew."""
     gen_ckpt_every: int = 200
     """Save a resumable generation checkpoint every this many outer iterations (0: never)."""
+    edfq_config: str | None = None
+    """YAML of EnhancingDFQ settings (``--gen_method enhancing_dfq``)."""
+    edfq: list[str] = field(default_factory=list)
+    """EnhancingDFQ settings as KEY=VALUE, applied after --edfq_config."""
     # evaluation and output
     seed: int = 0
     """Seed of torch, numpy and python's random."""
@@ -153,17 +159,32 @@ class RunConfig:
             raise D4CError("--load_quant evaluates a saved quantized model: drop --fp_model or --load_quant.")
         if self.gen_img and not self.dfq:
             raise D4CError("--gen_img only applies to data-free calibration: add --dfq or drop --gen_img.")
+        if self.gen_method == "enhancing_dfq" or self.edfq_config or self.edfq:
+            self._check_enhancing_dfq()
+
+    def _check_enhancing_dfq(self) -> None:
+        if self.gen_method != "enhancing_dfq":
+            raise D4CError("--edfq_config and --edfq set EnhancingDFQ options: add --gen_method enhancing_dfq "
+                           "or drop them.")
+        from d4c.generation.methods.enhancing_dfq.options import parse_options  # heavy package, only when used
+
+        options = parse_options(self.edfq_config, self.edfq)
+        if options.finetune and self.gen_cache_dir in NO_CACHE:
+            raise D4CError("--edfq finetune=true trains on batches of the saved generator, which needs the cache: "
+                           "drop --gen_cache_dir none.")
 
     @property
     def method(self) -> str:
-        """The paper-table row of this run: fp, real, gaussian, baseline or d4c0..d4c3."""
+        """The paper-table row of this run: fp, real, gaussian, baseline, d4c0..d4c3 or enhancing_dfq."""
         if self.fp_model:
             return "fp"
         if not self.dfq:
             return "real"
         if not self.gen_img:
             return "gaussian"
-        return f"d4c{self.d4c_config}" if self.gen_method == "d4c" else "baseline"
+        if self.gen_method == "d4c":
+            return f"d4c{self.d4c_config}"
+        return "enhancing_dfq" if self.gen_method == "enhancing_dfq" else "baseline"
 
     def as_flags(self) -> dict[str, Any]:
         """Every flag and its value, for the result file."""

@@ -20,6 +20,7 @@ from d4c.data.datasets import build_dataset, check_dataset
 from d4c.data.prompts import PromptSet, load_prompt_file
 from d4c.errors import D4CError
 from d4c.evaluation import evaluate_zeroshot
+from d4c.generation.methods.enhancing_dfq.run import finetune_for_run, wants_finetune
 from d4c.models.loading import LoadedModel, load_clip
 from d4c.quantization.calibration import calibrate, calibration_images, calibration_tokens
 from d4c.quantization.qconfig import QConfig, load_qconfig, qconfig_from_dict
@@ -111,6 +112,12 @@ def _quantize(config: RunConfig, loaded: LoadedModel, eval_set, plan: QuantPlan,
           f"in {timer.seconds['calibration']:.1f} s.")
     plan.record = {"calibration_data": {"images": int(images.shape[0]), "texts": int(tokens.shape[0]),
                                         "image_source": config.method}}
+    if wants_finetune(config):  # EnhancingDFQ's own quantization loop (an option)
+        with timer.stage("finetune"):
+            plan.record["finetune"] = finetune_for_run(config, loaded, model, int(images.shape[0]), device)
+        print(f"Trained the image encoder's activation ranges on generator batches in "
+              f"{timer.seconds['finetune']:.1f} s (KL {plan.record['finetune']['kl_first']:.4f} -> "
+              f"{plan.record['finetune']['kl_last']:.4f}).")
     if config.recon:
         # The images' digest, not their recipe: a checkpoint made on other pseudo images (another
         # --gen_iter, schedule, learning rate or generation-code version) must never be resumed.
@@ -118,6 +125,8 @@ def _quantize(config: RunConfig, loaded: LoadedModel, eval_set, plan: QuantPlan,
                        "method": config.method, "dataset": config.dataset, "custom_file": config.custom_file,
                        "images": list(images.shape), "images_sha256": _tensor_sha256(images),
                        "texts": list(tokens.shape)}
+        if "finetune" in plan.record:
+            fingerprint["finetune"] = plan.record["finetune"]["settings"]
         checkpoint = ReconCheckpoint(recon_checkpoint_path(output), fingerprint)
         with timer.stage("reconstruction"):
             reports = reconstruct(model, images, tokens, qconfig.recon, device, seed=config.seed,

@@ -33,7 +33,7 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def adam(params: list[torch.Tensor], lr: float) -> torch.optim.Adam:
+def adam(params: list[torch.Tensor], lr: float, betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Adam:
     """``torch.optim.Adam`` with the fused kernel where this torch has one for the parameters' device.
 
     Same update as the default implementation up to float rounding; on a 2-core CPU the fused step
@@ -41,6 +41,6 @@ def adam(params: list[torch.Tensor], lr: float) -> torch.optim.Adam:
     CPU kernel before 2.4) get the default implementation.
     """
     try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
+        return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
     except (RuntimeError, TypeError, ValueError):
-        return torch.optim.Adam(params, lr=lr)
+        return torch.optim.Adam(params, lr=lr, betas=betas)

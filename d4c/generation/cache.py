@@ -5,8 +5,9 @@ files their SHA-256, or size and modification time above 256 MiB), the method an
 (D4C config, the prompts' SHA-256), number of images, mini-batch size, learning rate,
 iterations, schedule, seed, input resolution and the generation code's version. Its SHA-256 is
 the key. ``<key>.pt`` holds the images, ``<key>.json`` the recipe (readable), and
-``<key>.ckpt.pt`` the resumable checkpoint while a generation is under way. Every file is
-written atomically. The default folder is ``./cache/pseudo_images`` (``--gen_cache_dir``).
+``<key>.ckpt.pt`` the resumable checkpoint while a generation is under way; a method that trains a
+generator keeps it in ``<model>_<method>_<key without the number of images>.generator.pt``. Every
+file is written atomically. The default folder is ``./cache/pseudo_images`` (``--gen_cache_dir``).
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from typing import Any, Sequence
 
 import torch
 
-from d4c.config import slug
-from d4c.generation.checkpoint import CheckpointStore
+from d4c.config import NO_CACHE, slug
+from d4c.generation.checkpoint import ArtifactStore, CheckpointStore
 from d4c.generation.methods import method_class
 from d4c.generation.settings import GenerationSettings
 from d4c.io import save_torch, write_json
@@ -30,7 +31,6 @@ GENERATION_CODE_VERSION = 3
 """Bump whenever a change to the generation code changes the images a recipe produces (3: PAE erasing
 squares shifted inside at the top/left border, as in the reference)."""
 HASH_LIMIT_BYTES = 256 * 2**20
-NO_CACHE = ("", "none", "None", "off")
 
 
 def file_identity(path: Path) -> dict[str, Any]:
@@ -105,6 +105,12 @@ class PseudoImageCache:
     def checkpoint(self, stem: str, key: str) -> CheckpointStore:
         """The checkpoint store of this recipe."""
         return CheckpointStore(self.root / f"{stem}.ckpt.pt", key)
+
+    def trained_store(self, recipe: dict[str, Any], model_name: str, settings: GenerationSettings) -> ArtifactStore:
+        """Where a method that trains a generator keeps it: keyed by the recipe without the number of images,
+        so runs that want more (or fewer) images draw them from the same generator."""
+        key = recipe_key({k: v for k, v in recipe.items() if k != "num_images"})
+        return ArtifactStore(self.root / f"{slug(model_name)}_{settings.method}_{key[:16]}.generator.pt", key)
 
     def load(self, stem: str, key: str) -> dict[str, Any] | None:
         """The cached entry of ``key`` (``images``, ``targets``, ``recipe``), or None (absent, unreadable, other recipe)."""

@@ -3,6 +3,9 @@
 A checkpoint holds the images, Adam's state, the per-step random generator's state, the method's
 per-image state (targets, boxes), the loss history and the recipe key, so a run killed mid-way
 and restarted finishes with the same images as an uninterrupted run (on the same device).
+
+:class:`ArtifactStore` is the same keyed, atomic file without the device check, for what a method
+keeps for good (EnhancingDFQ's trained generator, loadable on any device).
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ from d4c.io import save_torch
 
 
 @dataclass
-class CheckpointStore:
-    """Where the checkpoint of one recipe lives, and the recipe key it must match."""
+class ArtifactStore:
+    """A file holding a state of one recipe, and the recipe key it must match."""
 
     path: Path
     key: str
@@ -29,23 +32,33 @@ class CheckpointStore:
         save_torch(self.path, {"key": self.key, **state})
 
     def load(self, device: torch.device) -> dict[str, Any] | None:
-        """The saved state, or None when there is none usable (absent, unreadable, other recipe or device)."""
+        """The saved state, or None when there is none usable (absent, unreadable, other recipe)."""
         if not self.path.is_file():
             return None
         try:
             state = torch.load(self.path, map_location=device, weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - an unreadable checkpoint only costs a fresh start
-            warnings.warn(f"Ignoring unreadable generation checkpoint {self.path} ({type(exc).__name__}).", stacklevel=2)
+        except Exception as exc:  # noqa: BLE001 - an unreadable file only costs a fresh start
+            warnings.warn(f"Ignoring unreadable {self.path} ({type(exc).__name__}).", stacklevel=2)
             return None
         if not isinstance(state, dict) or state.get("key") != self.key:
-            warnings.warn(f"Ignoring generation checkpoint {self.path}: it belongs to another recipe.", stacklevel=2)
-            return None
-        if state.get("device_type") != torch.device(device).type:
-            warnings.warn(f"Ignoring generation checkpoint {self.path}: it was made on {state.get('device_type')}, "
-                          f"this run is on {torch.device(device).type} (random streams differ).", stacklevel=2)
+            warnings.warn(f"Ignoring {self.path}: it belongs to another recipe.", stacklevel=2)
             return None
         return state
 
     def remove(self) -> None:
-        """Delete the checkpoint (after the final images are safely stored)."""
+        """Delete the file."""
         self.path.unlink(missing_ok=True)
+
+
+@dataclass
+class CheckpointStore(ArtifactStore):
+    """Where the checkpoint of one recipe lives; only a checkpoint made on the same device type is resumed."""
+
+    def load(self, device: torch.device) -> dict[str, Any] | None:
+        """The saved state, or None when there is none usable (absent, unreadable, other recipe or device)."""
+        state = super().load(device)
+        if state is not None and state.get("device_type") != torch.device(device).type:
+            warnings.warn(f"Ignoring generation checkpoint {self.path}: it was made on {state.get('device_type')}, "
+                          f"this run is on {torch.device(device).type} (random streams differ).", stacklevel=2)
+            return None
+        return state

@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from d4c.errors import D4CError
-from d4c.generation.checkpoint import CheckpointStore
+from d4c.generation.checkpoint import ArtifactStore, CheckpointStore
 from d4c.generation.fastpaths import fast_image_encoder
 from d4c.generation.methods import method_class
 from d4c.generation.schedules import schedule_steps
@@ -47,7 +47,7 @@ class GenerationResult:
     loss_history: torch.Tensor
     """Per outer iteration, the mean mini-batch loss (CPU, length gen_iter; empty for Gaussian noise)."""
     targets: torch.Tensor | None = None
-    """D4C's prompt index y_i of each image (CPU), None for other methods."""
+    """D4C's prompt index y_i of each image (EnhancingDFQ: its target's main prompt; CPU), None for other methods."""
 
     @property
     def final_loss(self) -> float | None:
@@ -97,16 +97,22 @@ def _raise_if_diverged(first_bad: torch.Tensor, settings: GenerationSettings) ->
 
 def generate(model: torch.nn.Module, settings: GenerationSettings, device: torch.device | str,
              prompts: Sequence[str] | None = None, checkpoint: CheckpointStore | None = None,
-             progress: bool = True, on_iteration: Callable[[int], None] | None = None) -> GenerationResult:
+             progress: bool = True, on_iteration: Callable[[int], None] | None = None,
+             trained: ArtifactStore | None = None) -> GenerationResult:
     """Generate ``settings.num_images`` pseudo images with ``settings.method`` for the image tower of ``model``.
 
     ``prompts`` are D4C's generation prompts; ``checkpoint`` (optional) is resumed from when it
     holds a matching state and written every ``settings.gen_ckpt_every`` iterations;
     ``on_iteration(k)`` is called after the k-th outer iteration completes (k counts from 1).
+    Methods that train a generator get the whole call (their iterations are generator steps) and
+    keep the trained generator in ``trained`` when one is given.
     """
     device = torch.device(device)
     cls = method_class(settings.method)
     cls.check_model(model)
+    if cls.trains_generator:
+        return cls.train_and_draw(model, settings, device, prompts, checkpoint=checkpoint, trained=trained,
+                                  progress=progress, on_iteration=on_iteration)
     resolution = int(model.visual.input_resolution)
     images, setup_generator = initial_images(settings.num_images, resolution, settings.seed)
     images = images.to(device)

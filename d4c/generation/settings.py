@@ -6,12 +6,13 @@ number of images (``calibrate.visual`` of the quantization config), named like t
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
 
 from d4c.config import RunConfig, check_generation_values
 from d4c.errors import D4CError
 
-METHOD_NAMES = ("gaussian", "bns", "pse", "d4c")
+METHOD_NAMES = ("gaussian", "bns", "pse", "d4c", "enhancing_dfq")
 DEFAULT_NUM_IMAGES = 128  # calibrate.visual of the shipped quantization configs
 
 
@@ -37,6 +38,9 @@ class GenerationSettings:
     """Seeds the initial images, per-image draws (targets, boxes) and per-step noise."""
     gen_ckpt_every: int = 200
     """Checkpoint every this many outer iterations (0: never); not part of the recipe."""
+    method_options: Mapping[str, Any] = field(default_factory=dict)
+    """The method's own resolved settings (EnhancingDFQ's ``--edfq_config`` / ``--edfq``); the method puts
+    those the images depend on into the recipe."""
 
     def __post_init__(self) -> None:
         if self.method not in METHOD_NAMES:
@@ -48,9 +52,12 @@ class GenerationSettings:
     @classmethod
     def from_run_config(cls, config: RunConfig, method: str, num_images: int) -> "GenerationSettings":
         """The settings of a pipeline run whose (resolved) method is ``method``."""
+        from d4c.generation.methods import method_class  # the methods import this module
+
+        options = method_class(method).options_from_flags(config.edfq_config, config.edfq)
         return cls(method=method, num_images=num_images, gen_batch_size=config.gen_batch_size, gen_lr=config.gen_lr,
                    gen_iter=config.gen_iter, d4c_config=config.d4c_config, gen_schedule=config.gen_schedule,
-                   seed=config.seed, gen_ckpt_every=config.gen_ckpt_every)
+                   seed=config.seed, gen_ckpt_every=config.gen_ckpt_every, method_options=options)
 
     @property
     def steps_per_iteration(self) -> int:

@@ -18,6 +18,7 @@ from d4c.config import RunConfig
 from d4c.data.prompts import load_prompt_file
 from d4c.errors import D4CError
 from d4c.generation.cache import PseudoImageCache, build_recipe, recipe_key
+from d4c.generation.checkpoint import ArtifactStore
 from d4c.generation.engine import generate
 from d4c.generation.export import save_png_images
 from d4c.generation.methods import method_class
@@ -105,9 +106,14 @@ def synthesize(settings: GenerationSettings, loaded: LoadedModel, device: torch.
                 f"({settings.gen_iter} iterations, {settings.gen_schedule} schedule) from {outcome.cache_path}.")
         else:
             checkpoint = cache.checkpoint(stem, key) if cache is not None else None
-            if checkpoint is not None and force:
-                checkpoint.remove()
-            result = generate(loaded.model, settings, device, prompts, checkpoint=checkpoint, progress=progress)
+            trained = (trained_store(settings, loaded, prompts, cache)
+                       if cache is not None and method_class(settings.method).trains_generator else None)
+            if force:
+                for store in (checkpoint, trained):
+                    if store is not None:
+                        store.remove()
+            result = generate(loaded.model, settings, device, prompts, checkpoint=checkpoint, progress=progress,
+                              trained=trained)
             outcome = SynthesisOutcome(result.images, settings, 0.0, generation_seconds=result.seconds, key=key,
                                        resumed_from=result.resumed_from, loss_history=result.loss_history,
                                        targets=result.targets, prompts=prompts)
@@ -132,21 +138,34 @@ def synthesize(settings: GenerationSettings, loaded: LoadedModel, device: torch.
     return outcome
 
 
+def run_generation(config: RunConfig, loaded: LoadedModel, num_images: int
+                   ) -> tuple[GenerationSettings, list[str] | None, PseudoImageCache | None]:
+    """A ``--dfq --gen_img`` run's generation settings, prompts (methods that use them) and cache."""
+    method = resolve_method(config, loaded)
+    settings = GenerationSettings.from_run_config(config, method, num_images)
+    prompts = load_prompt_file(config.custom_file).prompts() if method_class(method).uses_prompts else None
+    return settings, prompts, PseudoImageCache.from_flag(config.gen_cache_dir)
+
+
+def trained_store(settings: GenerationSettings, loaded: LoadedModel, prompts: Sequence[str] | None,
+                  cache: PseudoImageCache) -> ArtifactStore:
+    """Where ``cache`` keeps the generator a generator-training method trains for ``settings``."""
+    recipe = build_recipe(settings, loaded.name, loaded.source, loaded.resolution, prompts)
+    return cache.trained_store(recipe, loaded.name, settings)
+
+
 def synthesize_for_run(config: RunConfig, loaded: LoadedModel, num_images: int,
                        device: torch.device | str) -> torch.Tensor:
     """The pseudo calibration images of a ``--dfq`` run: ``num_images x 3 x R x R`` on ``device``.
 
     Float32, CLIP-normalised pixel space, detached. ``--gen_img`` off gives seeded N(0, 1) noise
     (never cached); otherwise the method of :func:`resolve_method` runs with the run's generation
-    flags, prompts from ``--custom_file`` (D4C), the ``--gen_cache_dir`` cache and checkpoints
+    flags, prompts from ``--custom_file`` (D4C, EnhancingDFQ), the ``--gen_cache_dir`` cache and checkpoints
     (``--gen_force`` regenerates), and ``--img_path`` PNG export. Uses its own seeded generators,
     never the global RNG. Raises :class:`D4CError` for a baseline on the wrong family, a bad prompt
     file or a diverged generation.
     """
-    method = resolve_method(config, loaded)
-    settings = GenerationSettings.from_run_config(config, method, num_images)
-    prompts = load_prompt_file(config.custom_file).prompts() if method == "d4c" else None
-    cache = PseudoImageCache.from_flag(config.gen_cache_dir)
+    settings, prompts, cache = run_generation(config, loaded, num_images)
     outcome = synthesize(settings, loaded, device, prompts, cache=cache, force=config.gen_force,
                          img_path=config.img_path)
     return outcome.images

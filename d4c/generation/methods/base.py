@@ -46,6 +46,11 @@ class GenerationMethod:
     """False for methods that keep the initial N(0, 1) images (Gaussian noise)."""
     reads_batchnorm_inputs: ClassVar[bool] = False
     """True for methods that hook BatchNorm inputs (BNS): BN layers then stay unfolded while generating."""
+    uses_prompts: ClassVar[bool] = False
+    """True for methods that need the ``--custom_file`` generation prompts (D4C, EnhancingDFQ)."""
+    trains_generator: ClassVar[bool] = False
+    """True for methods that train a generator instead of optimising pixels: the engine hands the whole
+    generation to :meth:`train_and_draw`."""
 
     def __init__(self, model: torch.nn.Module, settings: GenerationSettings, prompts: Sequence[str] | None,
                  device: torch.device) -> None:
@@ -57,6 +62,20 @@ class GenerationMethod:
     @classmethod
     def check_model(cls, model: torch.nn.Module) -> None:
         """Raise a one-sentence :class:`D4CError` when ``model``'s image tower cannot be used."""
+
+    @classmethod
+    def options_from_flags(cls, config_file: str | None, assignments: Sequence[str]) -> dict[str, Any]:
+        """The method's own settings from its settings file and ``KEY=VALUE`` flags, resolved and checked
+        (a one-sentence :class:`D4CError` otherwise); methods without own settings have none."""
+        return {}
+
+    @classmethod
+    def train_and_draw(cls, model: torch.nn.Module, settings: GenerationSettings, device: torch.device,
+                       prompts: Sequence[str] | None, checkpoint=None, trained=None, progress: bool = True,
+                       on_iteration=None):
+        """Methods with :attr:`trains_generator`: train (resuming from ``checkpoint``; or load the generator
+        ``trained`` holds), draw ``settings.num_images`` images, return a ``GenerationResult``."""
+        raise NotImplementedError
 
     @classmethod
     def recipe_fields(cls, settings: GenerationSettings, prompts: Sequence[str] | None) -> dict[str, Any]:

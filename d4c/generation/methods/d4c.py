@@ -35,6 +35,7 @@ class D4C(GenerationMethod):
     """PGSI + optional SCG and PAE."""
 
     name = "d4c"
+    uses_prompts = True
 
     def __init__(self, model: nn.Module, settings: GenerationSettings, prompts: Sequence[str] | None,
                  device: torch.device) -> None:
