@@ -6,7 +6,8 @@
     python scripts/dfq_table.py --render_only        # rebuild the table from existing result files
 
 Rows (SPEC 1): FP, real-data PTQ, Gaussian noise, the baseline (BNS for tiny-rn, PSE for
-tiny-vit) and D4C configs 0-3; columns: W4A8 (exp/config48.yaml) and W4A4 (exp/config44.yaml)
+tiny-vit), D4C configs 0-3 and EnhancingDFQ (seed 003's generator; ``--edfq_gen_iter`` steps,
+``--edfq`` settings, default ``width=32``); columns: W4A8 (exp/config48.yaml) and W4A4 (exp/config44.yaml)
 for tiny-vit and tiny-rn on ``digits``, every quantized row with ``--recon``. The generated rows
 run with the reference schedule and again with ``--gen_schedule batched``. Generation is reduced
 (``--gen_iter``, default 200) and so is reconstruction (``--recon_iters``, default 2000). Each run
@@ -44,7 +45,9 @@ ROWS = [
     ("d4c1", "D4C config 1 (PGSI + SCG)", ["--dfq", "--gen_img", "--d4c_config", "1"]),
     ("d4c2", "D4C config 2 (PGSI + PAE)", ["--dfq", "--gen_img", "--d4c_config", "2"]),
     ("d4c3", "D4C config 3 (PGSI + SCG + PAE)", ["--dfq", "--gen_img", "--d4c_config", "3"]),
+    ("edfq", "EnhancingDFQ (generator)", ["--dfq", "--gen_img", "--gen_method", "enhancing_dfq"]),
 ]
+EDFQ_ARGS = ["width=32"]  # the zoo's cut: GDFQ's 128 channels would cost 16x more than these encoders
 GENERATED = {"baseline", "d4c0", "d4c1", "d4c2", "d4c3"}
 LABELS = {key: label for key, label, _ in ROWS}
 
@@ -83,6 +86,12 @@ def q_config_args(bits: str, recon_iters: int, work: Path, exp_dir: Path, num_im
     return ["--q_config", str(path), "--recon_iters", str(recon_iters)]
 
 
+def _edfq_flags(args: argparse.Namespace) -> list[str]:
+    """The EnhancingDFQ row's own flags: its generator steps and settings."""
+    steps = getattr(args, "edfq_gen_iter", None) or args.gen_iter
+    return ["--gen_iter", str(steps)] + [part for value in getattr(args, "edfq", EDFQ_ARGS) for part in ("--edfq", value)]
+
+
 def plan_runs(args: argparse.Namespace, work: Path) -> list[Run]:
     """Every run of the table, in an order that generates each pseudo-image recipe once."""
     common = ["--dataset", "digits", "--num_workers", "0", "--seed", str(args.seed), "--gen_iter", str(args.gen_iter),
@@ -100,7 +109,9 @@ def plan_runs(args: argparse.Namespace, work: Path) -> list[Run]:
                 schedules = args.schedules if key in GENERATED else [None]
                 for schedule in schedules:
                     extra = ["--gen_schedule", schedule] if schedule else []
-                    runs.append(Run(model, key, bits, schedule, ["--model", model, *flags, *quant, *extra, *common]))
+                    own = _edfq_flags(args) if key == "edfq" else []  # after common: its --gen_iter wins
+                    runs.append(Run(model, key, bits, schedule, ["--model", model, *flags, *quant, *extra, *common,
+                                                                 *own]))
     for run in runs:
         run.output = str(work / f"{run.name}.json")
         run.argv = [*run.argv, "--output", run.output]
@@ -168,6 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", nargs="+", default=[k for k, _, _ in ROWS], choices=[k for k, _, _ in ROWS])
     parser.add_argument("--gen_iter", type=int, default=200, help="generation iterations (default: %(default)s)")
     parser.add_argument("--recon_iters", type=int, default=2000, help="reconstruction iterations (default: %(default)s)")
+    parser.add_argument("--edfq_gen_iter", type=int, default=None,
+                        help="generator steps of the EnhancingDFQ row (default: --gen_iter)")
+    parser.add_argument("--edfq", nargs="*", default=EDFQ_ARGS, metavar="KEY=VALUE",
+                        help="EnhancingDFQ settings of its row (default: %(default)s)")
     parser.add_argument("--num_images", type=int, default=None,
                         help="calibration (and generated) images per run (default: the config's calibrate.visual, 128)")
     parser.add_argument("--seed", type=int, default=0)
@@ -188,10 +203,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.render_only:
         execute(runs, work)
     entries = collect(runs)
+    edfq_note = (f"; EnhancingDFQ: {args.edfq_gen_iter or args.gen_iter} generator steps, {' '.join(args.edfq)}"
+                 if "edfq" in args.rows else "")
     note = (f"Top-1 (%) on digits test; quantized rows with --recon ({args.recon_iters} reconstruction iterations), "
-            f"{args.num_images or 128} calibration images (generated: {args.gen_iter} iterations, seed {args.seed}); "
+            f"{args.num_images or 128} calibration images (generated: {args.gen_iter} iterations, seed {args.seed}"
+            f"{edfq_note}); "
             f"regenerate with `python scripts/dfq_table.py --gen_iter {args.gen_iter} --recon_iters {args.recon_iters}"
-            f"{f' --num_images {args.num_images}' if args.num_images else ''}`.")
+            f"{f' --num_images {args.num_images}' if args.num_images else ''}"
+            f"{f' --edfq_gen_iter {args.edfq_gen_iter}' if args.edfq_gen_iter else ''}`.")
     table = render_table(entries, args.models, args.bits, args.schedules, note)
     print(table)
     from d4c.io import replace_marked_block, write_json

@@ -4,9 +4,10 @@
     python scripts/generate.py --model tiny-vit --gen_method d4c --d4c_config 3 --gen_iter 200 \\
         --custom_file d4c/template/digits_classnames_templates.json --img_path out/
 
-``--gen_method``: d4c, baseline (BNS for ResNets, PSE for ViTs), bns, pse, or gaussian (plain
-N(0, 1) noise); generation is always on (``--dfq --gen_img`` are implied). The images go through
-the same cache as the pipeline (``--gen_cache_dir``, ``--gen_force``), are checkpointed every
+``--gen_method``: d4c, baseline (BNS for ResNets, PSE for ViTs), bns, pse, enhancing_dfq (a trained
+generator; ``--edfq`` / ``--edfq_config`` set its options), or gaussian (plain N(0, 1) noise);
+generation is always on (``--dfq --gen_img`` are implied). The images go through the same cache
+as the pipeline (``--gen_cache_dir``, ``--gen_force``), are checkpointed every
 ``--gen_ckpt_every`` iterations, and the run prints its time. ``--summary FILE`` writes a JSON with
 the settings, timing, loss history and FP-model diagnostics of the images
 (:mod:`d4c.generation.diagnostics`).
@@ -30,6 +31,7 @@ from d4c.data.prompts import load_prompt_file  # noqa: E402
 from d4c.errors import D4CError  # noqa: E402
 from d4c.generation.cache import PseudoImageCache  # noqa: E402
 from d4c.generation.diagnostics import image_diagnostics  # noqa: E402
+from d4c.generation.methods import method_class  # noqa: E402
 from d4c.generation.settings import DEFAULT_NUM_IMAGES, GenerationSettings  # noqa: E402
 from d4c.generation.synthesis import resolve_method, synthesize  # noqa: E402
 from d4c.io import write_json  # noqa: E402
@@ -71,14 +73,15 @@ def run(args: argparse.Namespace) -> dict:
                        d4c_config=args.d4c_config, custom_file=args.custom_file, gen_batch_size=args.gen_batch_size,
                        gen_lr=args.gen_lr, gen_iter=args.gen_iter, img_path=args.img_path,
                        gen_schedule=args.gen_schedule, gen_cache_dir=args.gen_cache_dir, gen_force=args.gen_force,
-                       gen_ckpt_every=args.gen_ckpt_every, seed=args.seed)
+                       gen_ckpt_every=args.gen_ckpt_every, seed=args.seed, edfq_config=args.edfq_config,
+                       edfq=args.edfq)
     config.validate()
     if args.num_images < 1:
         raise D4CError(f"--num_images must be positive, got {args.num_images}.")
     device = resolve_device(config.device)
     loaded = load_clip(config.model, device, config.model_cache_dir)
     method = resolve_method(config, loaded)
-    prompts = load_prompt_file(config.custom_file).prompts() if method == "d4c" else None
+    prompts = load_prompt_file(config.custom_file).prompts() if method_class(method).uses_prompts else None
     settings = GenerationSettings.from_run_config(config, method, args.num_images)
     outcome = synthesize(settings, loaded, device, prompts, cache=PseudoImageCache.from_flag(config.gen_cache_dir),
                          force=config.gen_force, img_path=config.img_path, progress=not args.no_progress)

@@ -94,10 +94,22 @@ def test_table_renders_fake_records_in_their_cells(dfq_table, tmp_path):
     d4c3 = [l for l in lines if l.startswith("| D4C config 3")]
     assert d4c3 == ["| D4C config 3 (PGSI + SCG + PAE) | reference | – | – | – | 80.12 |",
                     "| D4C config 3 (PGSI + SCG + PAE) | batched | – | – | – | 81.23 |"]
-    assert len(lines) == 2 + 3 + 5 * 2 + 2 and lines[-1] == "note line"
+    assert len(lines) == 2 + 3 + 5 * 2 + 1 + 2 and lines[-1] == "note line"  # + the EnhancingDFQ row
     assert sum(e.get("acc1") is not None for e in entries) == 4
 
 
 def test_missing_configs_stop_with_a_clear_message(dfq_table, tmp_path):
     with pytest.raises(SystemExit, match="config48.yaml is missing"):
         dfq_table.plan_runs(_args(tmp_path, exp_dir=str(tmp_path / "nowhere")), tmp_path / "work")
+
+
+def test_the_enhancing_dfq_row_has_its_own_steps_and_no_schedule(dfq_table, tmp_path):
+    runs = dfq_table.plan_runs(_args(tmp_path, rows=["edfq"], edfq_gen_iter=400, edfq=["width=32"]), tmp_path / "w")
+    assert len(runs) == 2 * 2 and {r.schedule for r in runs} == {None}
+    for run in runs:
+        argv = run.argv
+        assert argv[argv.index("--gen_method") + 1] == "enhancing_dfq" and "--gen_schedule" not in argv
+        last = len(argv) - 1 - argv[::-1].index("--gen_iter")
+        assert argv[last + 1] == "400" and argv[argv.index("--edfq") + 1] == "width=32"  # the last --gen_iter wins
+    default = dfq_table.plan_runs(_args(tmp_path / "b", rows=["edfq"]), tmp_path / "w")[0].argv
+    assert default.count("--gen_iter") == 2 and default[len(default) - default[::-1].index("--gen_iter")] == "200"
