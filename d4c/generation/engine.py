@@ -95,6 +95,40 @@ def _raise_if_diverged(first_bad: torch.Tensor, settings: GenerationSettings) ->
                        f"or check the model.")
 
 
+class IterationLoop:
+    """The bookkeeping after each iteration of a generation loop: the progress bar with the loss, the
+    divergence check ``check(done)`` (every few iterations and before each checkpoint), checkpoints every
+    ``gen_ckpt_every`` iterations and the ``on_iteration`` callback."""
+
+    def __init__(self, settings: GenerationSettings, start: int, device: torch.device, desc: str, unit: str,
+                 progress: bool, checkpoint: CheckpointStore | None, on_iteration: Callable[[int], None] | None,
+                 check: Callable[[int], None]):
+        self.settings, self.device, self.checkpoint = settings, device, checkpoint
+        self.on_iteration, self.check = on_iteration, check
+        self.log_every = _log_every(settings.gen_iter)
+        self.bar = tqdm(total=settings.gen_iter, initial=start, desc=desc, unit=unit, disable=not progress,
+                        dynamic_ncols=True)
+
+    def finished(self, iteration: int, history: torch.Tensor, snapshot: Callable[[], dict]) -> None:
+        """After iteration ``iteration`` (its loss in ``history``); ``snapshot()`` gives the method's state
+        for a checkpoint (the iteration, loss history, device type and settings are added here)."""
+        settings, done = self.settings, iteration + 1
+        self.bar.update(1)
+        if done % self.log_every == 0 or done == settings.gen_iter:
+            self.check(done)
+            self.bar.set_postfix(loss=f"{float(history[iteration]):.4f}", refresh=False)
+        if self.checkpoint is not None and settings.gen_ckpt_every and done % settings.gen_ckpt_every == 0 \
+                and done < settings.gen_iter:
+            self.check(done)
+            self.checkpoint.save({"iteration": done, **snapshot(), "history": history[:done].cpu(),
+                                  "device_type": self.device.type, "settings": settings.as_dict()})
+        if self.on_iteration is not None:
+            self.on_iteration(done)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 def generate(model: torch.nn.Module, settings: GenerationSettings, device: torch.device | str,
              prompts: Sequence[str] | None = None, checkpoint: CheckpointStore | None = None,
              progress: bool = True, on_iteration: Callable[[int], None] | None = None,
@@ -139,9 +173,8 @@ def generate(model: torch.nn.Module, settings: GenerationSettings, device: torch
 
     steps = schedule_steps(settings.num_images, settings.gen_batch_size, settings.gen_schedule)
     num_minibatches = sum(groups for chunks in steps for _, groups in chunks)
-    log_every = _log_every(settings.gen_iter)
-    bar = tqdm(total=settings.gen_iter, initial=start, desc=f"generating ({settings.describe()})", unit="it",
-               disable=not progress, dynamic_ncols=True)
+    loop = IterationLoop(settings, start, device, f"generating ({settings.describe()})", "it", progress, checkpoint,
+                         on_iteration, lambda done: _raise_if_diverged(first_bad, settings))
     began = time.perf_counter()
     try:
         with frozen(model), fast_image_encoder(model, fold_batchnorm=not method.reads_batchnorm_inputs):
@@ -158,23 +191,12 @@ def generate(model: torch.nn.Module, settings: GenerationSettings, device: torch
                 finite = torch.isfinite(total) & torch.isfinite(pixels.detach()).all()
                 first_bad = torch.where((first_bad < 0) & ~finite, iteration, first_bad)
                 history[iteration] = total / num_minibatches
-                done = iteration + 1
-                bar.update(1)
-                if done % log_every == 0 or done == settings.gen_iter:
-                    _raise_if_diverged(first_bad, settings)
-                    bar.set_postfix(loss=f"{float(history[iteration]):.4f}", refresh=False)
-                if checkpoint is not None and settings.gen_ckpt_every and done % settings.gen_ckpt_every == 0 \
-                        and done < settings.gen_iter:
-                    _raise_if_diverged(first_bad, settings)
-                    checkpoint.save({"iteration": done, "images": pixels.detach().cpu(),
-                                     "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
-                                     "method": method.state_dict(), "history": history[:done].cpu(),
-                                     "device_type": device.type, "settings": settings.as_dict()})
-                if on_iteration is not None:
-                    on_iteration(done)
+                loop.finished(iteration, history, lambda: {
+                    "images": pixels.detach().cpu(), "optimizer": optimizer.state_dict(),
+                    "generator": generator.get_state(), "method": method.state_dict()})
     finally:
         method.detach()
-        bar.close()
+        loop.close()
     _raise_if_diverged(first_bad, settings)
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -119,9 +119,13 @@ def synthesize(settings: GenerationSettings, loaded: LoadedModel, device: torch.
                                        targets=result.targets, prompts=prompts)
             per_iteration = result.seconds / max(result.iterations_run, 1)
             resumed = f", resumed at iteration {result.resumed_from}" if result.resumed_from else ""
-            say(f"Pseudo images: {settings.describe()}, {settings.num_images} images x {settings.gen_iter} iterations "
-                f"({settings.gen_schedule} schedule{resumed}) in {result.seconds:.1f} s ({per_iteration:.3f} s/iteration), "
-                f"final loss {outcome.final_loss:.4f}.")
+            if method_class(settings.method).trains_generator:  # iterations are generator steps, no schedule
+                work = (f"a generator trained for {settings.gen_iter} steps of {settings.gen_batch_size} images"
+                        f"{resumed if result.iterations_run else ', loaded'}")
+            else:
+                work = f"{settings.gen_iter} iterations ({settings.gen_schedule} schedule{resumed})"
+            say(f"Pseudo images: {settings.describe()}, {settings.num_images} images x {work} in {result.seconds:.1f} s "
+                f"({per_iteration:.3f} s/iteration), final loss {outcome.final_loss:.4f}.")
             if cache is not None:
                 info = {"seconds": round(result.seconds, 3), "iterations_run": result.iterations_run,
                         "resumed_from": result.resumed_from, "final_loss": outcome.final_loss,

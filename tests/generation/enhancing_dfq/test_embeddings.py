@@ -46,17 +46,23 @@ def test_chosen_layers_are_evenly_spaced_with_the_last():
         chosen_indices(4, 5)
 
 
+def _outputs(visual, modules, images, inputs_of=()):
+    """Each of ``modules``' output (and each of ``inputs_of``'s input) in one forward, by plain hooks."""
+    outputs, inputs = [], []
+    handles = [m.register_forward_hook(lambda m, a, out: outputs.append(out.clone())) for m in modules]
+    handles += [m.register_forward_pre_hook(lambda m, a: inputs.append(a[0].clone())) for m in inputs_of]
+    with torch.no_grad():
+        visual(images)
+    for handle in handles:
+        handle.remove()
+    return outputs, inputs
+
+
 def test_vit_taps_read_block_outputs_and_the_last_mlp_activation(tiny_vit):
     visual = tiny_vit.model.visual
     images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    outputs, activations = [], []
-    handles = [b.register_forward_hook(lambda m, a, out: outputs.append(out)) for b in visual.transformer.resblocks]
-    handles.append(visual.transformer.resblocks[-1].mlp.c_proj.register_forward_pre_hook(
-        lambda m, a: activations.append(a[0])))
-    with torch.no_grad():
-        visual(images)
-    for h in handles:
-        h.remove()
+    blocks = visual.transformer.resblocks
+    outputs, activations = _outputs(visual, blocks, images, [blocks[-1].mlp.c_proj])
     taps = EncoderTaps(visual, layers=2)
     with torch.no_grad(), taps:
         visual(images)
@@ -69,13 +75,7 @@ def test_vit_taps_read_block_outputs_and_the_last_mlp_activation(tiny_vit):
 def test_resnet_taps_read_stage_outputs_and_the_last_relu(tiny_rn):
     visual = tiny_rn.model.visual
     images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    stages = []
-    handles = [getattr(visual, f"layer{i}").register_forward_hook(lambda m, a, out: stages.append(out.clone()))
-               for i in range(1, 5)]
-    with torch.no_grad():
-        visual(images)
-    for h in handles:
-        h.remove()
+    stages, _ = _outputs(visual, [getattr(visual, f"layer{i}") for i in range(1, 5)], images)
     taps = EncoderTaps(visual, layers=4)
     with torch.no_grad(), taps:
         visual(images)

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from d4c.errors import D4CError
 from d4c.generation.checkpoint import CheckpointStore
-from d4c.generation.engine import frozen, step_generator
+from d4c.generation.engine import IterationLoop, frozen, step_generator
 from d4c.generation.fastpaths import encode_images, fast_image_encoder
 from d4c.generation.methods.enhancing_dfq.embeddings import (LayerClassifiers, classifier_accuracy,
                                                              embeddings_from_classifiers)
@@ -160,30 +160,18 @@ class GeneratorTrainer:
             generator.set_state(saved["generator"].cpu())
             history[: saved["iteration"]] = saved["history"].to(device)
             start = int(saved["iteration"])
-        log_every = max(1, min(10, settings.gen_iter // 20))
-        bar = tqdm(total=settings.gen_iter, initial=start, desc=f"training the generator ({settings.describe()}{self._ablation()})",
-                   unit="step", disable=not progress, dynamic_ncols=True)
+        loop = IterationLoop(settings, start, device, f"training the generator ({settings.describe()}{self._ablation()})",
+                             "step", progress, checkpoint, on_iteration, lambda done: self._check_finite(history, done))
         began = time.perf_counter()
         self.state.sampler.train()
         try:
             with frozen(self.model), fast_image_encoder(self.model), self.taps:
                 for index in range(start, settings.gen_iter):
                     history[index] = self.step(index, generator)
-                    done = index + 1
-                    bar.update(1)
-                    if done % log_every == 0 or done == settings.gen_iter:
-                        self._check_finite(history, done)
-                        bar.set_postfix(loss=f"{float(history[index]):.4f}", refresh=False)
-                    if checkpoint is not None and settings.gen_ckpt_every and done % settings.gen_ckpt_every == 0 \
-                            and done < settings.gen_iter:
-                        self._check_finite(history, done)
-                        checkpoint.save({"iteration": done, "training": self.state.state_dict(),
-                                         "generator": generator.get_state(), "history": history[:done].cpu(),
-                                         "device_type": device.type, "settings": settings.as_dict()})
-                    if on_iteration is not None:
-                        on_iteration(done)
+                    loop.finished(index, history, lambda: {"training": self.state.state_dict(),
+                                                           "generator": generator.get_state()})
         finally:
-            bar.close()
+            loop.close()
         self._check_finite(history, settings.gen_iter)
         return history.cpu(), start, time.perf_counter() - began
 
@@ -192,6 +180,7 @@ class GeneratorTrainer:
         return f", {ablation}" if ablation else ""
 
     def _check_finite(self, history: torch.Tensor, done: int) -> None:
+        """Stop with one sentence when a loss of the first ``done`` steps is NaN or Inf."""
         bad = (~torch.isfinite(history[:done])).nonzero()
         if len(bad):
             raise D4CError(f"EnhancingDFQ's generator training diverged: its loss became NaN or Inf at step "
