@@ -112,4 +112,5 @@ def test_the_enhancing_dfq_row_has_its_own_steps_and_no_schedule(dfq_table, tmp_
         last = len(argv) - 1 - argv[::-1].index("--gen_iter")
         assert argv[last + 1] == "400" and argv[argv.index("--edfq") + 1] == "width=32"  # the last --gen_iter wins
     default = dfq_table.plan_runs(_args(tmp_path / "b", rows=["edfq"]), tmp_path / "w")[0].argv
-    assert default.count("--gen_iter") == 2 and default[len(default) - default[::-1].index("--gen_iter")] == "200"
+    assert default.count("--gen_iter") == 2 and default[len(default) - default[::-1].index("--gen_iter")] == "600"
+    assert default[default.index("--edfq") + 1] == "width=16"
