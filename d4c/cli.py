@@ -99,9 +99,9 @@ def _add_generation_flags(parser: argparse.ArgumentParser) -> None:
                        help="YAML mapping of EnhancingDFQ settings (docs/methods/enhancing_dfq.md): ablation switches "
                             "label_embeddings, mixer, flow_attention, losses; layers, latent_dim, lr_generator, ..., "
                             "finetune")
-    group.add_argument("--edfq", default=[], action="append", metavar="KEY=VALUE",
-                       help="one EnhancingDFQ setting, applied after --edfq_config; repeatable "
-                            "(e.g. --edfq mixer=false --edfq finetune=true)")
+    group.add_argument("--edfq", default=[], action="append", metavar="KEY=VALUE[,...]",
+                       help="EnhancingDFQ settings, applied after --edfq_config; repeatable "
+                            "(e.g. --edfq mixer=false,layers=3 --edfq finetune=true)")
 
 
 def _add_run_flags(parser: argparse.ArgumentParser) -> None:

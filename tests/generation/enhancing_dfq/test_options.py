@@ -25,7 +25,7 @@ def test_defaults_have_every_part_on_and_gdfq_optimiser():
 def test_file_then_assignments_in_order(tmp_path):
     path = tmp_path / "edfq.yaml"
     path.write_text("mixer: false\nlayers: 3\nlr_generator: 2.0e-4\n")
-    options = parse_options(str(path), ["layers=2", "lr_generator=1e-3", "losses=false"])
+    options = parse_options(str(path), ["layers=2", "lr_generator=1e-3,losses=false"])
     assert (options.mixer, options.layers, options.lr_generator, options.losses) == (False, 2, 1e-3, False)
     assert options.ablation() == "no mixer, no losses"
 

@@ -6,7 +6,7 @@ seeds everything and ``--gen_ckpt_every`` counts steps. ``--gen_lr`` (the pixels
 of the pixel-optimising methods) does not apply: the generator has ``lr_generator``.
 
 Everything else is set in a small YAML (``--edfq_config FILE``, a mapping of the keys below) and
-/ or with ``--edfq KEY=VALUE`` (repeatable, applied after the file). The paper (Zhao et al.,
+/ or with ``--edfq KEY=VALUE[,KEY=VALUE...]`` (repeatable, applied after the file). The paper (Zhao et al.,
 CVPR 2024) defers its hyper-parameters to its supplementary material, which the project does not
 have; the defaults are GDFQ's generator settings where GDFQ has one (Adam 1e-3, betas 0.5 / 0.999)
 and documented choices elsewhere (``docs/methods/enhancing_dfq.md``).
@@ -177,6 +177,7 @@ def parse_options(config_file: str | None = None, assignments: Iterable[str] = (
     if config_file:
         values.update(_read_file(config_file))
     for text in assignments:
-        key, value = _parse_assignment(text)
-        values[key] = value
+        for part in text.split(","):  # --edfq mixer=false,layers=3 sets both
+            key, value = _parse_assignment(part)
+            values[key] = value
     return EnhancingDFQOptions(**values)
