@@ -64,14 +64,12 @@ def fast_qconfig(tmp_path):
     """
 
     def make(base: str = "config48", **sections) -> str:
-        import yaml
+        from d4c.quantization.qconfig import write_derived_qconfig
 
-        doc = {"root": str(REPO_ROOT / "exp" / f"{base}.yaml"),
-               "a_qconfig": {"observer": "MinMaxObserver"}, "w_qconfig": {"observer": "MinMaxObserver"}}
+        overrides = {"a_qconfig": {"observer": "MinMaxObserver"}, "w_qconfig": {"observer": "MinMaxObserver"}}
         for section, keys in sections.items():
-            doc.setdefault(section, {}).update(keys)
+            overrides.setdefault(section, {}).update(keys)
         path = tmp_path / f"{base}_minmax_{len(list(tmp_path.glob('*.yaml')))}.yaml"
-        path.write_text(yaml.safe_dump(doc))
-        return str(path)
+        return str(write_derived_qconfig(path, REPO_ROOT / "exp" / f"{base}.yaml", overrides))
 
     return make

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from d4c.cli import build_parser
+from d4c.cli import build_parser, describe_error, main, row_argv
 from d4c.config import RunConfig
 from d4c.errors import D4CError
+from d4c.generation import GenerationSettings, available_methods, generation_rows
 
-# SPEC section 1: flag -> default, as in the reference implementation.
+# The paper's flags and their defaults, as in the reference implementation (docs/method.md, "The command line").
 SPEC_DEFAULTS = {
     "dataset": "cifar10",
     "dataset_root": None,
@@ -48,39 +49,76 @@ def test_every_flag_has_help_text():
         assert action.help, f"{action.option_strings} has no help text"
 
 
+def _config(argv: list[str]) -> RunConfig:
+    return RunConfig.from_flags(vars(build_parser().parse_args(argv)))
+
+
+def test_parser_defaults_are_the_configs():
+    """The parser is built from RunConfig (and the generation settings and method options): same defaults."""
+    parsed = _config([])
+    assert parsed == RunConfig() and parsed.as_flags() == RunConfig().as_flags()
+    assert vars(build_parser().parse_args([])) == RunConfig().as_flags()
+
+
 def test_paper_command_parses_unchanged():
     argv = ["--dataset", "cifar10", "--dataset_root", "./your/dataset/root", "--model", "ViT-B/32",
             "--q_config", "./exp/config66.yaml", "--recon", "--dfq", "--gen_img"]
-    config = RunConfig.from_namespace(build_parser().parse_args(argv))
+    config = _config(argv)
     assert (config.recon, config.dfq, config.gen_img) == (True, True, True)
-    assert config.method == "d4c3"
+    assert config.row == "d4c3" and config.generation.options["d4c_config"] == 3
 
 
-@pytest.mark.parametrize("argv, method", [
+@pytest.mark.parametrize("argv, row", [
     (["--fp_model"], "fp"),
     ([], "real"),
     (["--dfq"], "gaussian"),
     (["--dfq", "--gen_img", "--gen_method", "baseline"], "baseline"),
+    (["--dfq", "--gen_img", "--gen_method", "pse"], "pse"),
     (["--dfq", "--gen_img", "--d4c_config", "1"], "d4c1"),
 ])
-def test_paper_rows_map_to_methods(argv, method):
-    assert RunConfig.from_namespace(build_parser().parse_args(argv)).method == method
+def test_paper_rows_map_to_flags_and_back(argv, row):
+    assert _config(argv).row == row
+    assert row_argv(row) == argv
+    assert RunConfig.for_row(row).row == row and RunConfig.for_row(row) == _config(argv)
+
+
+def test_every_row_round_trips():
+    for row in ["fp", "real", *generation_rows()]:
+        assert _config(row_argv(row)).row == row, row
 
 
 @pytest.mark.parametrize("argv, flag", [
     (["--gen_iter", "0"], "--gen_iter"),
     (["--gen_batch_size", "-1"], "--gen_batch_size"),
     (["--gen_lr", "0"], "--gen_lr"),
+    (["--gen_ckpt_every", "-1"], "--gen_ckpt_every"),
     (["--batch_size", "0"], "--batch_size"),
     (["--num_workers", "-2"], "--num_workers"),
     (["--gen_img"], "--gen_img"),
 ])
-def test_invalid_values_name_the_flag(argv, flag):
-    with pytest.raises(D4CError, match=flag):
-        RunConfig.from_namespace(build_parser().parse_args(argv))
+def test_invalid_values_name_the_flag(argv, flag, capsys):
+    assert main([*argv, "--fp_model", "--dataset", "digits"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"d4c-quant: error: {flag} ") and len(err.splitlines()) == 1
+
+
+def test_library_errors_name_parameters_and_the_cli_shows_flags():
+    with pytest.raises(D4CError) as info:
+        GenerationSettings(gen_iter=0)
+    assert info.value.parameter == "gen_iter" and str(info.value) == "gen_iter must be positive, got 0."
+    assert describe_error(info.value, build_parser()) == "--gen_iter must be positive, got 0."
+    prompts = D4CError("holds no generation prompts.", "prompts")
+    method = D4CError("bns (BNS) needs BatchNorm layers.", "method")
+    assert describe_error(prompts, build_parser()).startswith("--custom_file holds")
+    assert describe_error(method, build_parser()).startswith("--gen_method bns")
 
 
 def test_unknown_choices_are_rejected_by_argparse(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--d4c_config", "4"])
     assert "--d4c_config" in capsys.readouterr().err
+
+
+def test_gen_method_choices_are_the_registered_methods_and_baseline():
+    action = next(a for a in build_parser()._actions if a.dest == "gen_method")
+    assert action.choices == [*available_methods(), "baseline"] and {"d4c", "bns", "pse"} <= set(action.choices)

@@ -7,7 +7,7 @@ import textwrap
 import pytest
 import yaml
 
-from d4c.config import REPO_ROOT
+from d4c.io import REPO_ROOT
 from d4c.errors import D4CError
 from d4c.quantization.qconfig import load_qconfig, qconfig_from_dict
 
@@ -146,5 +146,5 @@ def test_malformed_files(tmp_path, text, message):
 
 
 def test_missing_file():
-    with pytest.raises(D4CError, match="--q_config ./exp/nope.yaml does not exist"):
+    with pytest.raises(D4CError, match="^q_config ./exp/nope.yaml does not exist"):
         load_qconfig("./exp/nope.yaml")
