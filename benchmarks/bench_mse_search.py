@@ -8,8 +8,8 @@
 The model is ``SMALL_ARCHITECTURES['small-vit']`` (ViT 4 x 256, patch 32, 224 px; text 4 x 256),
 random weights (seed 0), fed 32 N(0, 1) images and the first 32 calibration texts (digit templates
 x the generic class names). Hooks capture, per transformer block of both towers, every tensor an
-activation quantizer sees (SPEC 4.3): the q/k/v projection inputs (three quantizers, per-channel
-over the last dim), the projected q, k, v and the softmax output (recomputed from the block's
+activation quantizer sees (docs/method.md, "What is quantized"): the q/k/v projection inputs
+(three quantizers, per-channel over the last dim), the projected q, k, v and the softmax output (recomputed from the block's
 packed in-projection), the out-projection input, the MLP c_fc input (per-channel) and the c_proj
 input (per-channel in the text tower). All are 8-bit asymmetric (``exp/config48.yaml``'s
 ``a_qconfig``; text quantizers are 8-bit anyway).
@@ -49,7 +49,7 @@ CALIBRATION_BATCH = 32
 
 
 def calibration_inputs(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """32 N(0, 1) images and the first 32 calibration texts, tokenized (SPEC 4.4)."""
+    """32 N(0, 1) images and the first 32 calibration texts, tokenized (docs/method.md, "Calibration")."""
     images = torch.randn(CALIBRATION_BATCH, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     prompts = load_prompt_file(str(GENERIC_PROMPTS))
     texts = calibration_texts(DIGIT_TEMPLATES, prompts.classnames, CALIBRATION_BATCH, seed=0)
@@ -88,7 +88,7 @@ def capture_quantizer_inputs(model: torch.nn.Module, images: torch.Tensor, token
                 logits = logits + block.attn_mask[:length, :length].to(logits)
             attn = logits.softmax(-1)
             out_in = (attn @ split[2]).transpose(0, 1).reshape(length, batch, width)
-            per_channel = 2  # SPEC 4.3: per-channel over the last (hidden) dimension
+            per_channel = 2  # per-channel over the last (hidden) dimension (docs/method.md)
             entries = [("q_proj_in", y, per_channel), ("k_proj_in", y, per_channel), ("v_proj_in", y, per_channel),
                        ("q", split[0], -1), ("k", split[1], -1), ("v", split[2], -1), ("softmax", attn, -1),
                        ("out_proj_in", out_in, -1), ("c_fc_in", seen[f"{tower}.{b}.c_fc"], per_channel),

@@ -123,7 +123,7 @@ class RunConfig:
 
     @property
     def row(self) -> str:
-        """The paper-table row of this run: ``fp``, ``real``, or its pseudo images' row (``gaussian``, ``d4c3``, ...)."""
+        """The paper-table row of this run: ``fp``, ``real``, or its pseudo images' row (``gaussian``, ``d4c3``)."""
         if self.fp_model:
             return "fp"
         if not self.dfq:

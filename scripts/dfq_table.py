@@ -5,7 +5,7 @@
     python scripts/dfq_table.py --dry_run            # print the commands only
     python scripts/dfq_table.py --render_only        # rebuild the table from existing result files
 
-Rows (SPEC 1): FP, real-data PTQ, Gaussian noise, the baseline (BNS for tiny-rn, PSE for
+Rows (docs/method.md, "The paper's rows"): FP, real-data PTQ, Gaussian noise, the baseline (BNS for tiny-rn, PSE for
 tiny-vit) and D4C configs 0-3; columns: W4A8 (exp/config48.yaml) and W4A4 (exp/config44.yaml)
 for tiny-vit and tiny-rn on ``digits``, every quantized row with ``--recon``. The generated rows
 run with the reference schedule and again with ``--gen_schedule batched``. Generation is reduced

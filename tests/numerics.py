@@ -7,8 +7,6 @@ accident. These compare the whole tensor by its relative error ``||a - e|| / ||e
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 
@@ -20,13 +18,8 @@ def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     return diff / norm if norm > 0 else diff
 
 
-def sqnr_db(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    """Signal-to-quantization-noise ratio of ``actual`` against ``expected``, in dB (inf when equal)."""
-    error = relative_error(actual, expected)
-    return math.inf if error == 0 else -20 * math.log10(error)
-
-
-def assert_relative_close(actual: torch.Tensor, expected: torch.Tensor, tol: float = 1e-5, what: str = "values") -> None:
+def assert_relative_close(actual: torch.Tensor, expected: torch.Tensor, tol: float = 1e-5,
+                          what: str = "values") -> None:
     """Same shape and a relative error of at most ``tol``."""
     assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
     error = relative_error(actual, expected)

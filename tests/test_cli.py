@@ -10,7 +10,7 @@ from d4c.errors import D4CError
 from d4c.generation import GenerationSettings, available_methods, generation_rows
 
 # The paper's flags and their defaults, as in the reference implementation (docs/method.md, "The command line").
-SPEC_DEFAULTS = {
+PAPER_DEFAULTS = {
     "dataset": "cifar10",
     "dataset_root": None,
     "split": "test",
@@ -39,7 +39,7 @@ SPEC_DEFAULTS = {
 
 def test_every_spec_flag_parses_with_its_default():
     args = vars(build_parser().parse_args([]))
-    for flag, default in SPEC_DEFAULTS.items():
+    for flag, default in PAPER_DEFAULTS.items():
         assert flag in args, f"--{flag} missing"
         assert args[flag] == default, f"--{flag} default {args[flag]!r} != {default!r}"
 

@@ -106,7 +106,7 @@ def build_dataset(name: str, root: str | None, split: str, transform: Callable |
 
 
 def sample_images(dataset: Dataset, count: int, seed: int, num_workers: int = 0) -> torch.Tensor:
-    """``count`` distinct images of ``dataset``, drawn with ``seed`` (without replacement), as one ``[count, ...]`` tensor.
+    """``count`` distinct images of ``dataset`` drawn with ``seed`` (no replacement), as one ``[count, ...]`` tensor.
 
     Real-data calibration takes its images this way (docs/method.md, "Calibration").
     """

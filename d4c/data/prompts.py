@@ -69,7 +69,8 @@ def load_prompt_file(path: str) -> PromptSet:
         try:
             template.format(c="x")
         except (KeyError, IndexError, ValueError):
-            raise D4CError(f"{resolved}: template {template!r} may only use the {{c}} placeholder.", "custom_file") from None
+            raise D4CError(f"{resolved}: template {template!r} may only use the {{c}} placeholder.",
+                           "custom_file") from None
     return PromptSet(classnames=classnames, templates=templates, path=str(resolved))
 
 

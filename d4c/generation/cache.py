@@ -107,7 +107,7 @@ class PseudoImageCache:
         return CheckpointStore(self.root / f"{stem}.ckpt.pt", key)
 
     def load(self, stem: str, key: str) -> dict[str, Any] | None:
-        """The cached entry of ``key`` (``images``, ``targets``, ``recipe``), or None (absent, unreadable, other recipe)."""
+        """The cached entry of ``key`` (``images``, ``targets``, ``recipe``); None if absent, unreadable or other."""
         path = self.images_path(stem)
         if not path.is_file():
             return None

@@ -1,4 +1,4 @@
-"""The paper's rows of pseudo images by label, and back: ``gaussian``, ``baseline``, ``bns``, ``pse``, ``d4c0`` ... ``d4c3``.
+"""The paper's rows of pseudo images by label and back: ``gaussian``, ``baseline``, ``bns``, ``pse``, ``d4c0``-``d4c3``.
 
 A row label names what a run's calibration images are. Generated rows come from the registry:
 each method lists the rows it makes (:meth:`~d4c.generation.methods.base.GenerationMethod.rows`,

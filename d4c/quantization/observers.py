@@ -1,4 +1,4 @@
-"""Observers: the range ``[min, max]`` a quantizer's scale and zero point are computed from (docs/method.md, "Observers").
+"""Observers: the range ``[min, max]`` a quantizer's scale and zero point come from (docs/method.md, "Observers").
 
 An observer sees one or more batches (``observer(x)``) and keeps a range per tensor or per
 channel along ``ch_axis`` (``-1`` per-tensor, as in :mod:`d4c.quantization.qparams`):
@@ -142,5 +142,5 @@ OBSERVER_CLASSES: dict[str, type[ObserverBase]] = {
 
 
 def build_observer(name: str, bit: int, symmetric: bool, ch_axis: int = -1) -> ObserverBase:
-    """The observer class called ``name`` (see :data:`d4c.quantization.qconfig.OBSERVERS`)."""
+    """An observer of the class called ``name`` (a key of :data:`OBSERVER_CLASSES`)."""
     return OBSERVER_CLASSES[name](bit, symmetric, ch_axis)

@@ -29,10 +29,13 @@ import yaml
 
 from d4c.errors import D4CError
 from d4c.io import atomic_path, resolve_resource
+from d4c.quantization.fake_quant import QUANTIZER_CLASSES
+from d4c.quantization.observers import OBSERVER_CLASSES
 
-QUANTIZERS = ("FixedFakeQuantize", "LSQFakeQuantize", "LSQPlusFakeQuantize", "AdaRoundFakeQuantize")
-OBSERVERS = ("MinMaxObserver", "AvgMinMaxObserver", "MSEObserver", "AvgMSEObserver", "MSEFastObserver",
-             "AvgMSEFastObserver")
+QUANTIZERS = tuple(QUANTIZER_CLASSES)
+"""The quantizer classes a config may name (the registry in :mod:`d4c.quantization.fake_quant`)."""
+OBSERVERS = tuple(OBSERVER_CLASSES)
+"""The observer classes a config may name (the registry in :mod:`d4c.quantization.observers`)."""
 ROUND_MODES = ("learned_hard_sigmoid",)
 TOKEN_LOSSES = ("relevant", "all")
 ATTENTION_UNITS = ("linear", "core")

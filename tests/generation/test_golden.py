@@ -40,8 +40,8 @@ IMAGE_ATOL = 1e-4  # in units of the images' scale (std ~ 1)
 @pytest.mark.parametrize("model, row", list(GOLDEN))
 def test_tiny_recipes_reproduce_their_recorded_images(request, model, row):
     loaded = request.getfixturevalue(model.replace("-", "_"))
-    result = generate(loaded.model, settings_for_row(row, RECIPE), "cpu", load_prompt_file(str(DIGITS_PROMPTS)).prompts(),
-                      progress=False)
+    prompts = load_prompt_file(str(DIGITS_PROMPTS)).prompts()
+    result = generate(loaded.model, settings_for_row(row, RECIPE), "cpu", prompts, progress=False)
     got = {"loss": result.loss_history.tolist(), "mean": result.images.mean(dim=(1, 2, 3)).tolist(),
            "std": result.images.std(dim=(1, 2, 3)).tolist()}
     want = GOLDEN[(model, row)]

@@ -37,7 +37,7 @@ def test_shipped_configs(name, w_bit, a_bit):
     assert q.w_qconfig.ch_axis == 0 and q.a_qconfig.ch_axis == -1
     assert (q.calibrate.visual, q.calibrate.text) == (128, 512)
     assert q.recon.iters == 20000 and q.recon.b_range == (20.0, 2.0) and q.recon.text_scale_lr == pytest.approx(4e-6)
-    assert q.recon.token_loss == "all"  # optional key, defaulted to the SPEC 4.5 loss
+    assert q.recon.token_loss == "all"  # optional key, defaulted to the reference's loss
     # optional keys defaulted to the reference implementation's units and loss reduction
     assert q.recon.attention_unit == "linear" and q.recon.loss_sum == "dim1"
     assert (REPO_ROOT / "exp" / f"{name}.yaml").is_file()
