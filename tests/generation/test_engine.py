@@ -131,13 +131,22 @@ def test_resume_gives_the_same_final_images_as_an_uninterrupted_run(tiny_vit, tm
     assert not torch.equal(torch.get_rng_state(), global_state)  # (the randn above), generation used its own
 
 
-def test_a_checkpoint_of_another_recipe_is_ignored(tiny_vit, tmp_path):
-    prompts = ["a photo of a loop."]
-    settings = settings_for_row("d4c0", GenerationSettings(num_images=2, gen_batch_size=2, gen_iter=3, gen_ckpt_every=1))
-    store = CheckpointStore(tmp_path / "c.pt", key="A")
+SHORT_PROMPTS = ["a photo of a loop."]
+SHORT = settings_for_row("d4c0", GenerationSettings(num_images=2, gen_batch_size=2, gen_iter=3, gen_ckpt_every=1))
+
+
+def _interrupted(model, path) -> CheckpointStore:
+    """The checkpoint store (key "A") of a SHORT generation killed after its second iteration."""
+    store = CheckpointStore(path, key="A")
     with pytest.raises(Interrupt):
-        generate(tiny_vit.model, settings, "cpu", prompts, checkpoint=store, progress=False,
+        generate(model, SHORT, "cpu", SHORT_PROMPTS, checkpoint=store, progress=False,
                  on_iteration=lambda k: (_ for _ in ()).throw(Interrupt) if k == 2 else None)
+    return store
+
+
+def test_a_checkpoint_of_another_recipe_is_ignored(tiny_vit, tmp_path):
+    prompts, settings = SHORT_PROMPTS, SHORT
+    store = _interrupted(tiny_vit.model, tmp_path / "c.pt")
     with pytest.warns(UserWarning, match="another recipe"):
         result = generate(tiny_vit.model, settings, "cpu", prompts, checkpoint=CheckpointStore(store.path, "B"),
                           progress=False)
@@ -159,12 +168,8 @@ def test_gaussian_method_returns_the_initial_images(micro_vit):
 
 def test_a_checkpoint_made_on_another_device_type_is_ignored(tiny_vit, tmp_path):
     """Per-step random streams differ between CPU and CUDA: resuming there would not reproduce the run."""
-    prompts = ["a photo of a loop."]
-    settings = settings_for_row("d4c0", GenerationSettings(num_images=2, gen_batch_size=2, gen_iter=3, gen_ckpt_every=1))
-    store = CheckpointStore(tmp_path / "c.pt", key="A")
-    with pytest.raises(Interrupt):
-        generate(tiny_vit.model, settings, "cpu", prompts, checkpoint=store, progress=False,
-                 on_iteration=lambda k: (_ for _ in ()).throw(Interrupt) if k == 2 else None)
+    prompts, settings = SHORT_PROMPTS, SHORT
+    store = _interrupted(tiny_vit.model, tmp_path / "c.pt")
     state = torch.load(store.path, weights_only=True)
     assert state["device_type"] == "cpu" and store.load(torch.device("cpu"))["iteration"] == 2
     store.save({k: v for k, v in state.items() if k != "key"} | {"device_type": "cuda"})
