@@ -36,6 +36,7 @@ from tqdm import tqdm  # noqa: E402
 
 from d4c.data.digits import DIGIT_TEMPLATES  # noqa: E402
 from d4c.data.prompts import GENERIC_PROMPTS, calibration_texts, load_prompt_file  # noqa: E402
+from d4c.generation.engine import initial_images  # noqa: E402
 from d4c.io import write_json  # noqa: E402
 from d4c.models.architectures import SMALL_ARCHITECTURES  # noqa: E402
 from d4c.quantization.qparams import channels_first, quant_range  # noqa: E402
@@ -50,7 +51,7 @@ CALIBRATION_BATCH = 32
 
 def calibration_inputs(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """32 N(0, 1) images and the first 32 calibration texts, tokenized (docs/method.md, "Calibration")."""
-    images = torch.randn(CALIBRATION_BATCH, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    images = initial_images(CALIBRATION_BATCH, 224, seed=0)[0]  # the Gaussian-noise row's images
     prompts = load_prompt_file(str(GENERIC_PROMPTS))
     texts = calibration_texts(DIGIT_TEMPLATES, prompts.classnames, CALIBRATION_BATCH, seed=0)
     return images.to(device), clip.tokenize(texts).to(device)
