@@ -43,6 +43,8 @@ def add_flag(group: Any, name: str, default: Any, help: str, **metadata: Any) ->
     kwargs: dict[str, Any] = {"default": default, "help": help}
     if isinstance(default, bool):
         kwargs["action"] = "store_true"
+    elif isinstance(default, (list, tuple)):  # repeatable; None when absent (argparse would extend the default)
+        kwargs.update(action="append", default=None, **{k: metadata[k] for k in ("metavar",) if metadata.get(k)})
     else:
         kwargs["type"] = metadata.get("type") or (type(default) if default is not None else str)
         kwargs.update({k: metadata[k] for k in ("choices", "metavar") if metadata.get(k) is not None})
@@ -61,7 +63,7 @@ def add_generation_flags(group: Any) -> None:
                 meta["choices"] = method_choices()
             add_flag(group, names[f.name], f.default, **meta)
     for option in method_options():
-        add_flag(group, option.name, option.default, option.help, choices=option.choices)
+        add_flag(group, option.name, option.default, option.help, choices=option.choices, metavar=option.metavar)
 
 
 def add_run_flags(parser: argparse.ArgumentParser, groups: tuple[str, ...] | None = None) -> None:

@@ -79,7 +79,7 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         # Every registered method's options, defaulted: one spelling of each config.
-        defaults = {option.name: option.default for option in method_options()}
+        defaults = {o.name: list(o.default) if isinstance(o.default, list) else o.default for o in method_options()}
         self.generation = replace(self.generation, options={**defaults, **self.generation.options})
 
     @classmethod
@@ -87,7 +87,7 @@ class RunConfig:
         """Build and validate a config from flag values by flag name (parsed ``vars(args)``); others are ignored."""
         run = {f.name: values[f.name] for f in dataclasses.fields(cls) if f.name != "generation" and f.name in values}
         generation = {name: values[dest] for name, dest in generation_flag_names().items() if dest in values}
-        options = {o.name: values[o.name] for o in method_options() if o.name in values}
+        options = {o.name: values[o.name] for o in method_options() if values.get(o.name) is not None}
         config = cls(**run, generation=GenerationSettings(**generation, options=options))
         config.validate()
         return config
@@ -108,6 +108,8 @@ class RunConfig:
                                "options")
             if known[name].choices is not None and value not in known[name].choices:
                 raise D4CError(f"must be one of {', '.join(map(str, known[name].choices))}, got {value!r}.", name)
+        if self.dfq and self.gen_img and self.generation.method != BASELINE:
+            method_class(self.generation.method).check_options(self.generation)
         if self.load_quant and self.fp_model:
             raise D4CError("--load_quant evaluates a saved quantized model: drop --fp_model or --load_quant.")
         if self.gen_img and not self.dfq:

@@ -30,13 +30,15 @@ class Option:
     """A hyper-parameter of one method, and its command-line flag ``--<name>``.
 
     Name it after the method (``d4c_config``): every registered option is a flag of the same
-    command line. Its value lives in :attr:`GenerationSettings.options` under ``name``.
+    command line. Its value lives in :attr:`GenerationSettings.options` under ``name``. The flag
+    is typed like ``default`` (a switch for a boolean; repeatable, collecting a list, for a list).
     """
 
     name: str
     default: Any
     help: str
     choices: tuple | None = None
+    metavar: str | None = None
 
 
 def register(cls: type["GenerationMethod"]) -> type["GenerationMethod"]:
@@ -111,6 +113,11 @@ class GenerationMethod:
     @classmethod
     def check_model(cls, model: torch.nn.Module) -> None:
         """Raise a one-sentence :class:`D4CError` (parameter ``method``) when ``model``'s image tower cannot be used."""
+
+    @classmethod
+    def check_options(cls, settings: GenerationSettings) -> None:
+        """Raise a one-sentence :class:`D4CError` (parameter: the option) for option values this method cannot
+        use; called before any model is loaded (:meth:`d4c.config.RunConfig.validate`)."""
 
     @classmethod
     def is_baseline_for(cls, model: torch.nn.Module) -> bool:
