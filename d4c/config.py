@@ -18,6 +18,7 @@ from typing import Any, Iterator, Mapping
 
 from d4c.errors import D4CError
 from d4c.generation.methods import BASELINE, method_choices, method_class, method_options
+from d4c.generation.methods.gaussian import GaussianNoise
 from d4c.generation.rows import row_of, settings_for_row
 from d4c.generation.settings import GenerationSettings, flag
 
@@ -120,7 +121,7 @@ class RunConfig:
         (``fp``, ``real``): Gaussian noise under ``--dfq`` alone, the chosen method with ``--gen_img``."""
         if self.fp_model or not self.dfq:
             return None
-        method = self.generation.method if self.gen_img else "gaussian"
+        method = self.generation.method if self.gen_img else GaussianNoise.name  # --dfq alone: the noise itself
         return replace(self.generation, method=method, seed=self.seed, num_images=num_images)
 
     @property
