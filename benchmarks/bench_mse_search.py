@@ -9,9 +9,9 @@ The model is ``SMALL_ARCHITECTURES['small-vit']`` (ViT 4 x 256, patch 32, 224 px
 random weights (seed 0), fed 32 N(0, 1) images and the first 32 calibration texts (digit templates
 x the generic class names). Hooks capture, per transformer block of both towers, every tensor an
 activation quantizer sees (docs/method.md, "What is quantized"): the q/k/v projection inputs
-(three quantizers, per-channel over the last dim), the projected q, k, v and the softmax output (recomputed from the block's
-packed in-projection), the out-projection input, the MLP c_fc input (per-channel) and the c_proj
-input (per-channel in the text tower). All are 8-bit asymmetric (``exp/config48.yaml``'s
+(three quantizers, per-channel over the last dim), the projected q, k, v and the softmax output
+(recomputed from the block's packed in-projection), the out-projection input, the MLP c_fc input
+(per-channel) and the c_proj input (per-channel in the text tower). All are 8-bit asymmetric (``exp/config48.yaml``'s
 ``a_qconfig``; text quantizers are 8-bit anyway).
 
 ``search_range`` is timed on each tensor. The reference loop (``brute_force_search``) would take

@@ -1,4 +1,4 @@
-"""The golden-section range search (MSEFastObserver): approximate, close to the exact optimum, never worse than min/max."""
+"""The golden-section range search (MSEFastObserver): close to the exact optimum, never worse than min/max."""
 
 from __future__ import annotations
 
