@@ -22,16 +22,13 @@ with probability ``drop_prob`` and the unquantized value otherwise (only set whi
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from d4c.quantization.observers import ObserverBase, build_observer
 from d4c.quantization.qparams import broadcast_shape, quant_range
-
-if TYPE_CHECKING:  # the config file names these classes (qconfig imports this module)
-    from d4c.quantization.qconfig import QuantizerConfig
+from d4c.quantization.quantizer_config import QuantizerConfig
 
 ZETA, GAMMA = 1.1, -0.1
 """Stretch of AdaRound's rectified sigmoid ``h(alpha) = clamp(sigmoid(alpha) * (ZETA - GAMMA) + GAMMA, 0, 1)``."""

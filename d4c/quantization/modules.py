@@ -18,7 +18,7 @@ from clip.model import AttentionPool2d
 from torch import nn
 
 from d4c.quantization.fake_quant import FakeQuantizeBase, build_quantizer
-from d4c.quantization.qconfig import QuantizerConfig
+from d4c.quantization.quantizer_config import QuantizerConfig
 
 WEIGHT, ACTIVATION = "weight", "activation"
 

@@ -31,6 +31,7 @@ from d4c.errors import D4CError
 from d4c.io import atomic_path, resolve_resource
 from d4c.quantization.fake_quant import QUANTIZER_CLASSES
 from d4c.quantization.observers import OBSERVER_CLASSES
+from d4c.quantization.quantizer_config import QuantizerConfig
 
 QUANTIZERS = tuple(QUANTIZER_CLASSES)
 """The quantizer classes a config may name (the registry in :mod:`d4c.quantization.fake_quant`)."""
@@ -52,21 +53,6 @@ SECTIONS = {
               "iters", "b_range", "keep_gpu", "round_mode", "drop_prob", "token_loss", "attention_unit", "loss_sum"),
 }
 MAX_ROOT_DEPTH = 16
-
-
-@dataclass(frozen=True)
-class QuantizerConfig:
-    """How one kind of tensor (weights or activations) is quantized."""
-
-    quantizer: str
-    observer: str
-    bit: int
-    symmetric: bool
-    ch_axis: int
-    """-1 per-tensor, 0 per output channel (weights only)."""
-
-    def with_bit(self, bit: int) -> "QuantizerConfig":
-        return QuantizerConfig(self.quantizer, self.observer, bit, self.symmetric, self.ch_axis)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from d4c.quantization.modules import QuantAttentionCore, QuantConv2d, QuantLinear
-from d4c.quantization.qconfig import QuantizerConfig
+from d4c.quantization.quantizer_config import QuantizerConfig
 from d4c.quantization.quant_clip import enable_quantization
 from tests.numerics import assert_relative_close
 
