@@ -28,7 +28,6 @@ from common import environment, synchronize  # noqa: E402  (also puts the reposi
 
 from d4c.data.prompts import DIGITS_PROMPTS, GENERIC_PROMPTS, load_prompt_file  # noqa: E402
 from d4c.generation.engine import generate  # noqa: E402
-from d4c.generation.methods.enhancing_dfq.options import EnhancingDFQOptions  # noqa: E402
 from d4c.generation.settings import GenerationSettings  # noqa: E402
 from d4c.io import write_json  # noqa: E402
 from d4c.models.loading import load_clip  # noqa: E402
@@ -52,11 +51,11 @@ def measure(name: str, args: argparse.Namespace, device: torch.device) -> list[d
     prompts = load_prompt_file(str(DIGITS_PROMPTS if name.startswith("tiny") else GENERIC_PROMPTS)).prompts()
     common = dict(num_images=args.num_images, gen_batch_size=args.gen_batch_size, gen_iter=args.iters + 1,
                   gen_ckpt_every=0)
-    variants = {f"d4c{c}": GenerationSettings(method="d4c", d4c_config=c, **common) for c in args.d4c_configs}
-    for width in args.widths:
-        options = EnhancingDFQOptions(width=width, warmup=0.5)  # the classifiers' steps are timed too
-        variants[f"enhancing_dfq width {width}"] = GenerationSettings(method="enhancing_dfq", **common,
-                                                                      method_options=options.as_dict())
+    variants = {f"d4c{c}": GenerationSettings(method="d4c", **common, options={"d4c_config": c})
+                for c in args.d4c_configs}
+    for width in args.widths:  # warm-up 0.5: the classifiers' steps are timed too
+        variants[f"enhancing_dfq width {width}"] = GenerationSettings(
+            method="enhancing_dfq", **common, options={"edfq": [f"width={width},warmup=0.5"]})
     times: dict[str, list[float]] = {key: [] for key in variants}
     for _ in range(args.rounds):
         for key, settings in variants.items():
@@ -105,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.models:
         for row in measure(name, args, device):
             rows.append(row)
-            extra = (f"{row['seconds_per_image']:.3f} s/image at {args.d4c_iter} iterations" if "seconds_per_image" in row
+            extra = (f"{row['seconds_per_image']:.3f} s/image at {args.d4c_iter} iterations"
+                     if "seconds_per_image" in row
                      else f"equal cost: {row['equal_cost_steps']} steps; s/image {row['seconds_per_image_at_steps']}")
             print(f"{row['model']:<10} {row['method']:<26} {row['median_seconds']:.4f} s per {row['unit']}; {extra}",
                   flush=True)

@@ -5,11 +5,12 @@
     python scripts/dfq_table.py --dry_run            # print the commands only
     python scripts/dfq_table.py --render_only        # rebuild the table from existing result files
 
-Rows (SPEC 1): FP, real-data PTQ, Gaussian noise, the baseline (BNS for tiny-rn, PSE for
-tiny-vit), D4C configs 0-3 and EnhancingDFQ (seed 003's generator; ``--edfq_gen_iter`` steps,
-default 3 x ``--gen_iter``, and ``--edfq`` settings, default ``width=16``); columns: W4A8 (exp/config48.yaml) and W4A4 (exp/config44.yaml)
-for tiny-vit and tiny-rn on ``digits``, every quantized row with ``--recon``. The generated rows
-run with the reference schedule and again with ``--gen_schedule batched``. Generation is reduced
+Rows (docs/method.md, "The paper's rows"): FP, real-data PTQ, Gaussian noise, the baseline (BNS for tiny-rn, PSE for
+tiny-vit), D4C configs 0-3 and EnhancingDFQ (seed 003's generator; ``--edfq_gen_iter`` steps, default 3 x
+``--gen_iter``, and ``--edfq`` settings, default ``width=16``); columns: W4A8 (exp/config48.yaml) and
+W4A4 (exp/config44.yaml) for tiny-vit and tiny-rn on ``digits``, every quantized row with ``--recon``. The
+generated rows but EnhancingDFQ's (it has no pixel schedule) run with the reference schedule and again with
+``--gen_schedule batched``. Generation is reduced
 (``--gen_iter``, default 200) and so is reconstruction (``--recon_iters``, default 2000). Each run
 is the main CLI in a subprocess writing ``results/dfq_table/<name>.json`` (``--skip_existing``: an interrupted
 table resumes); pseudo images are cached, so W4A4 reuses W4A8's. The top-1 accuracies go to
@@ -31,24 +32,28 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from d4c.cli import row_argv  # noqa: E402
+from d4c.io import replace_marked_block, write_json  # noqa: E402
+from d4c.quantization.qconfig import write_derived_qconfig  # noqa: E402
+
 START, END = "<!-- dfq-table:start -->", "<!-- dfq-table:end -->"
 MODELS = ("tiny-vit", "tiny-rn")
 BITS = {"W4A8": "config48.yaml", "W4A4": "config44.yaml"}  # in --exp_dir
 SCHEDULES = ("reference", "batched")
-# (row key, label, flags); rows after the first three depend on the generation schedule.
-ROWS = [
-    ("fp", "FP (no quantization)", ["--fp_model"]),
-    ("real", "Real-data PTQ (train images)", []),
-    ("gaussian", "Gaussian noise", ["--dfq"]),
-    ("baseline", "BNS (tiny-rn) / PSE (tiny-vit)", ["--dfq", "--gen_img", "--gen_method", "baseline"]),
-    ("d4c0", "D4C config 0 (PGSI)", ["--dfq", "--gen_img", "--d4c_config", "0"]),
-    ("d4c1", "D4C config 1 (PGSI + SCG)", ["--dfq", "--gen_img", "--d4c_config", "1"]),
-    ("d4c2", "D4C config 2 (PGSI + PAE)", ["--dfq", "--gen_img", "--d4c_config", "2"]),
-    ("d4c3", "D4C config 3 (PGSI + SCG + PAE)", ["--dfq", "--gen_img", "--d4c_config", "3"]),
-    ("edfq", "EnhancingDFQ (generator)", ["--dfq", "--gen_img", "--gen_method", "enhancing_dfq"]),
-]
-# The zoo's cut: GDFQ's 128 channels would cost far more than these tiny encoders; with 16 channels and
-# 3 generator steps (of 16 images) per D4C iteration (over 32) EnhancingDFQ costs about what D4C config 3
+# (row, label, its flags); rows after the first three depend on the generation schedule.
+ROWS = [(row, label, row_argv(row)) for row, label in [
+    ("fp", "FP (no quantization)"),
+    ("real", "Real-data PTQ (train images)"),
+    ("gaussian", "Gaussian noise"),
+    ("baseline", "BNS (tiny-rn) / PSE (tiny-vit)"),
+    ("d4c0", "D4C config 0 (PGSI)"),
+    ("d4c1", "D4C config 1 (PGSI + SCG)"),
+    ("d4c2", "D4C config 2 (PGSI + PAE)"),
+    ("d4c3", "D4C config 3 (PGSI + SCG + PAE)"),
+    ("enhancing_dfq", "EnhancingDFQ (generator)"),
+]]
+# The zoo's cut for EnhancingDFQ: GDFQ's 128 channels would cost far more than these tiny encoders; with 16
+# channels and 3 generator steps (of 16 images) per D4C iteration (over 32) it costs about what D4C config 3
 # does on tiny-vit and 2.6x on tiny-rn (benchmarks/bench_enhancing_dfq.py).
 EDFQ_ARGS = ["width=16"]
 EDFQ_STEPS_PER_ITERATION = 3
@@ -82,18 +87,16 @@ def q_config_args(bits: str, recon_iters: int, work: Path, exp_dir: Path, num_im
     if not path.is_file():
         raise SystemExit(f"dfq_table.py: error: {path} is missing (the quantization configs come with the PTQ engine).")
     if num_images is not None:
-        derived = work / "configs" / f"{path.stem}_img{num_images}.yaml"
-        derived.parent.mkdir(parents=True, exist_ok=True)
-        derived.write_text(f"# derived by scripts/dfq_table.py\nroot: {path.resolve()}\n"
-                           f"calibrate: {{visual: {num_images}}}\n")
-        path = derived
+        path = write_derived_qconfig(work / "configs" / f"{path.stem}_img{num_images}.yaml", path,
+                                     {"calibrate": {"visual": num_images}}, comment="derived by scripts/dfq_table.py")
     return ["--q_config", str(path), "--recon_iters", str(recon_iters)]
 
 
 def _edfq_flags(args: argparse.Namespace) -> list[str]:
     """The EnhancingDFQ row's own flags: its generator steps and settings."""
     steps = getattr(args, "edfq_gen_iter", None) or EDFQ_STEPS_PER_ITERATION * args.gen_iter
-    return ["--gen_iter", str(steps)] + [part for value in getattr(args, "edfq", EDFQ_ARGS) for part in ("--edfq", value)]
+    settings = getattr(args, "edfq", EDFQ_ARGS)
+    return ["--gen_iter", str(steps)] + [part for value in settings for part in ("--edfq", value)]
 
 
 def plan_runs(args: argparse.Namespace, work: Path) -> list[Run]:
@@ -113,7 +116,7 @@ def plan_runs(args: argparse.Namespace, work: Path) -> list[Run]:
                 schedules = args.schedules if key in GENERATED else [None]
                 for schedule in schedules:
                     extra = ["--gen_schedule", schedule] if schedule else []
-                    own = _edfq_flags(args) if key == "edfq" else []  # after common: its --gen_iter wins
+                    own = _edfq_flags(args) if key == "enhancing_dfq" else []  # after common: its --gen_iter wins
                     runs.append(Run(model, key, bits, schedule, ["--model", model, *flags, *quant, *extra, *common,
                                                                  *own]))
     for run in runs:
@@ -184,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gen_iter", type=int, default=200, help="generation iterations (default: %(default)s)")
     parser.add_argument("--recon_iters", type=int, default=2000, help="reconstruction iterations (default: %(default)s)")
     parser.add_argument("--edfq_gen_iter", type=int, default=None,
-                        help=f"generator steps of the EnhancingDFQ row (default: {EDFQ_STEPS_PER_ITERATION} x --gen_iter)")
+                        help=f"generator steps of the EnhancingDFQ row "
+                             f"(default: {EDFQ_STEPS_PER_ITERATION} x --gen_iter)")
     parser.add_argument("--edfq", nargs="*", default=EDFQ_ARGS, metavar="KEY=VALUE",
                         help="EnhancingDFQ settings of its row (default: %(default)s)")
     parser.add_argument("--num_images", type=int, default=None,
@@ -208,17 +212,14 @@ def main(argv: list[str] | None = None) -> int:
         execute(runs, work)
     entries = collect(runs)
     edfq_note = (f"; EnhancingDFQ: {_edfq_flags(args)[1]} generator steps, {' '.join(args.edfq)}"
-                 if "edfq" in args.rows else "")
+                 if "enhancing_dfq" in args.rows else "")
     note = (f"Top-1 (%) on digits test; quantized rows with --recon ({args.recon_iters} reconstruction iterations), "
             f"{args.num_images or 128} calibration images (generated: {args.gen_iter} iterations, seed {args.seed}"
-            f"{edfq_note}); "
-            f"regenerate with `python scripts/dfq_table.py --gen_iter {args.gen_iter} --recon_iters {args.recon_iters}"
-            f"{f' --num_images {args.num_images}' if args.num_images else ''}"
+            f"{edfq_note}); regenerate with `python scripts/dfq_table.py --gen_iter {args.gen_iter} --recon_iters "
+            f"{args.recon_iters}{f' --num_images {args.num_images}' if args.num_images else ''}"
             f"{f' --edfq_gen_iter {args.edfq_gen_iter}' if args.edfq_gen_iter else ''}`.")
     table = render_table(entries, args.models, args.bits, args.schedules, note)
     print(table)
-    from d4c.io import replace_marked_block, write_json
-
     write_json(args.summary, {"settings": vars(args),
                               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "entries": entries})
     readme = Path(args.readme)

@@ -13,11 +13,12 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
-from d4c.io import save_torch
+from d4c.errors import D4CError
+from d4c.io import load_torch, save_torch
 
 
 @dataclass
@@ -26,6 +27,7 @@ class ArtifactStore:
 
     path: Path
     key: str
+    what: ClassVar[str] = "generation artifact"
 
     def save(self, state: dict[str, Any]) -> None:
         """Write ``state`` (plus the key) atomically."""
@@ -36,12 +38,12 @@ class ArtifactStore:
         if not self.path.is_file():
             return None
         try:
-            state = torch.load(self.path, map_location=device, weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - an unreadable file only costs a fresh start
-            warnings.warn(f"Ignoring unreadable {self.path} ({type(exc).__name__}).", stacklevel=2)
+            state = load_torch(self.path, self.what, map_location=device)
+        except D4CError as exc:  # an unreadable file only costs a fresh start
+            warnings.warn(f"{exc} Ignoring it: generation starts afresh.", stacklevel=2)
             return None
-        if not isinstance(state, dict) or state.get("key") != self.key:
-            warnings.warn(f"Ignoring {self.path}: it belongs to another recipe.", stacklevel=2)
+        if state.get("key") != self.key:
+            warnings.warn(f"Ignoring {self.what} {self.path}: it belongs to another recipe.", stacklevel=2)
             return None
         return state
 
@@ -53,6 +55,8 @@ class ArtifactStore:
 @dataclass
 class CheckpointStore(ArtifactStore):
     """Where the checkpoint of one recipe lives; only a checkpoint made on the same device type is resumed."""
+
+    what: ClassVar[str] = "generation checkpoint"
 
     def load(self, device: torch.device) -> dict[str, Any] | None:
         """The saved state, or None when there is none usable (absent, unreadable, other recipe or device)."""

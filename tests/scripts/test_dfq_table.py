@@ -104,13 +104,14 @@ def test_missing_configs_stop_with_a_clear_message(dfq_table, tmp_path):
 
 
 def test_the_enhancing_dfq_row_has_its_own_steps_and_no_schedule(dfq_table, tmp_path):
-    runs = dfq_table.plan_runs(_args(tmp_path, rows=["edfq"], edfq_gen_iter=400, edfq=["width=32"]), tmp_path / "w")
+    args = _args(tmp_path, rows=["enhancing_dfq"], edfq_gen_iter=400, edfq=["width=32"])
+    runs = dfq_table.plan_runs(args, tmp_path / "w")
     assert len(runs) == 2 * 2 and {r.schedule for r in runs} == {None}
     for run in runs:
         argv = run.argv
         assert argv[argv.index("--gen_method") + 1] == "enhancing_dfq" and "--gen_schedule" not in argv
         last = len(argv) - 1 - argv[::-1].index("--gen_iter")
         assert argv[last + 1] == "400" and argv[argv.index("--edfq") + 1] == "width=32"  # the last --gen_iter wins
-    default = dfq_table.plan_runs(_args(tmp_path / "b", rows=["edfq"]), tmp_path / "w")[0].argv
+    default = dfq_table.plan_runs(_args(tmp_path / "b", rows=["enhancing_dfq"]), tmp_path / "w")[0].argv
     assert default.count("--gen_iter") == 2 and default[len(default) - default[::-1].index("--gen_iter")] == "600"
     assert default[default.index("--edfq") + 1] == "width=16"

@@ -67,7 +67,8 @@ def test_vit_taps_read_block_outputs_and_the_last_mlp_activation(tiny_vit):
     with torch.no_grad(), taps:
         visual(images)
     assert taps.indices == [1, 3]
-    assert torch.allclose(taps.features[0], outputs[1].mean(dim=0)) and torch.allclose(taps.features[1], outputs[3].mean(dim=0))
+    assert torch.allclose(taps.features[0], outputs[1].mean(dim=0))
+    assert torch.allclose(taps.features[1], outputs[3].mean(dim=0))
     assert torch.allclose(taps.last, activations[0].permute(1, 0, 2).reshape(3, -1))
     assert taps.feature_dims(visual, 32, torch.device("cpu")) == [128, 128]
 

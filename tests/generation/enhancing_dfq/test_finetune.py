@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from d4c.data.prompts import DIGITS_PROMPTS, load_prompt_file
+from d4c.data.prompts import DIGITS_PROMPTS, calibration_tokens, load_prompt_file
 from d4c.generation.methods.enhancing_dfq import options_of
 from d4c.generation.methods.enhancing_dfq.finetune import (activation_ranges, finetune_activation_ranges,
                                                            quantization_off)
 from d4c.generation.methods.enhancing_dfq.training import build_sampler
 from d4c.models.loading import load_clip
-from d4c.quantization.calibration import calibrate, calibration_tokens
+from d4c.quantization.calibration import calibrate
 from d4c.quantization.qconfig import load_qconfig
 from d4c.quantization.quant_clip import named_quantizers, quantize_clip
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from d4c.cli import build_parser
+from d4c.cli import build_parser, main
 from d4c.config import RunConfig
 from d4c.errors import D4CError
+from d4c.generation.methods.enhancing_dfq import options_of
 from d4c.generation.methods.enhancing_dfq.options import FINETUNE_KEYS, EnhancingDFQOptions, parse_options
-from d4c.generation.settings import GenerationSettings
 
 
 def _config(*flags: str) -> RunConfig:
-    return RunConfig.from_namespace(build_parser().parse_args(list(flags)))
+    return RunConfig.from_flags(vars(build_parser().parse_args(list(flags))))
 
 
 def test_defaults_have_every_part_on_and_gdfq_optimiser():
@@ -36,21 +36,21 @@ def test_image_fields_leave_out_the_quantization_side():
 
 
 @pytest.mark.parametrize("assignment, words", [
-    ("mixr=false", "unknown EnhancingDFQ option 'mixr'"),
-    ("mixer=maybe", "mixer must be true or false"),
-    ("layers=2.5", "layers must be an integer"),
-    ("layers=0", "layers must be a positive integer"),
-    ("lr_generator=fast", "lr_generator must be a number"),
-    ("warmup=1", "warmup must be in [0, 1)"),
-    ("mix_prob=1.5", "mix_prob must be in [0, 1]"),
+    ("mixr=false", "'mixr' is not an EnhancingDFQ option"),
+    ("mixer=maybe", "option mixer must be true or false"),
+    ("layers=2.5", "option layers must be an integer"),
+    ("layers=0", "option layers must be a positive integer"),
+    ("lr_generator=fast", "option lr_generator must be a number"),
+    ("warmup=1", "option warmup must be in [0, 1)"),
+    ("mix_prob=1.5", "option mix_prob must be in [0, 1]"),
     ("heads=3", "latent_dim (128) must be a multiple of heads (3)"),
     ("mixer", "must have the form KEY=VALUE"),
 ])
-def test_bad_assignments_are_one_sentence(assignment, words):
+def test_bad_assignments_are_one_sentence_led_by_the_option(assignment, words):
     with pytest.raises(D4CError) as info:
         parse_options(None, [assignment])
     message = str(info.value)
-    assert words in message and message.endswith(".") and "\n" not in message
+    assert info.value.parameter == "edfq" and words in message and message.endswith(".") and "\n" not in message
 
 
 @pytest.mark.parametrize("text, words", [("- a\n- b\n", "must hold a mapping"), ("a: [1\n", "not valid YAML"),
@@ -60,25 +60,21 @@ def test_bad_files_name_the_file(tmp_path, text, words):
     path.write_text(text)
     with pytest.raises(D4CError, match=words) as info:
         parse_options(str(path))
-    assert str(path) in str(info.value)
+    assert str(path) in str(info.value) and info.value.parameter == "edfq_config"
     with pytest.raises(D4CError, match="does not exist"):
         parse_options(str(tmp_path / "missing.yaml"))
 
 
-def test_run_config_checks_the_options_before_any_work():
-    with pytest.raises(D4CError, match="add --gen_method enhancing_dfq"):
-        _config("--dfq", "--gen_img", "--edfq", "mixer=false")
-    with pytest.raises(D4CError, match="unknown EnhancingDFQ option"):
+def test_run_config_checks_the_options_before_any_work(capsys):
+    with pytest.raises(D4CError, match="not an EnhancingDFQ option"):
         _config("--dfq", "--gen_img", "--gen_method", "enhancing_dfq", "--edfq", "nope=1")
-    with pytest.raises(D4CError, match="needs the cache"):
-        _config("--dfq", "--gen_img", "--gen_method", "enhancing_dfq", "--edfq", "finetune=true",
-                "--gen_cache_dir", "none")
+    assert main(["--dfq", "--gen_img", "--gen_method", "enhancing_dfq", "--edfq", "layers=0"]) == 2
+    assert "--edfq option layers must be a positive integer, got 0." in capsys.readouterr().err
 
 
-def test_the_run_label_and_settings_carry_the_options():
+def test_the_row_and_settings_carry_the_options():
     config = _config("--dfq", "--gen_img", "--gen_method", "enhancing_dfq", "--edfq", "mixer=false",
                      "--edfq", "layers=2")
-    assert config.method == "enhancing_dfq"
-    settings = GenerationSettings.from_run_config(config, "enhancing_dfq", 8)
-    assert settings.method_options == EnhancingDFQOptions(mixer=False, layers=2).as_dict()
-    assert GenerationSettings.from_run_config(_config("--dfq", "--gen_img"), "d4c", 8).method_options == {}
+    assert config.row == "enhancing_dfq"
+    assert options_of(config.generation) == EnhancingDFQOptions(mixer=False, layers=2)
+    assert options_of(_config("--dfq", "--gen_img").generation) == EnhancingDFQOptions()

@@ -41,7 +41,8 @@ class LayerClassifiers(nn.Module):
         """Logits ``N x K`` of every classifier (eq. 3, before the softmax)."""
         return [head(f) for head, f in zip(self.heads, features)]
 
-    def loss(self, features: Sequence[torch.Tensor], targets: torch.Tensor, teacher_probs: torch.Tensor) -> torch.Tensor:
+    def loss(self, features: Sequence[torch.Tensor], targets: torch.Tensor,
+             teacher_probs: torch.Tensor) -> torch.Tensor:
         """Eq. 4 summed over the classifiers: ``sum_j CE(prob^j, y) + KL(prob || prob^j)`` (batch means)."""
         total = torch.zeros((), device=targets.device)
         for logits in self([f.detach().float() for f in features]):

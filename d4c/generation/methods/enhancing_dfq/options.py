@@ -24,6 +24,8 @@ import yaml
 
 from d4c.errors import D4CError
 
+PARAMETER, FILE_PARAMETER = "edfq", "edfq_config"
+"""The method options (flags ``--edfq KEY=VALUE`` and ``--edfq_config FILE``) these settings come from."""
 FINETUNE_KEYS = ("finetune", "finetune_iters", "finetune_lr")
 """Keys of the quantization side (they do not change the images, so they are not in the image recipe)."""
 
@@ -84,25 +86,27 @@ class EnhancingDFQOptions:
     """Adam learning rate of the activation scales in that loop (the configs' recon.visual_scale_lr)."""
 
     def __post_init__(self) -> None:
-        for name in ("layers", "latent_dim", "mixer_heads", "heads", "flow_transforms", "transformer_blocks", "width",
-                     "finetune_iters"):
+        def fail(name: str, expected: str) -> D4CError:
+            return D4CError(f"option {name} must be {expected}, got {getattr(self, name)}.", PARAMETER)
+
+        for name in ("layers", "latent_dim", "mixer_heads", "heads", "flow_transforms", "transformer_blocks",
+                     "width", "finetune_iters"):
             if not getattr(self, name) > 0:
-                raise D4CError(f"EnhancingDFQ option {name} must be a positive integer, got {getattr(self, name)}.")
+                raise fail(name, "a positive integer")
         for name in ("lr_generator", "lr_classifier", "finetune_lr"):
             if not getattr(self, name) > 0 or not math.isfinite(getattr(self, name)):
-                raise D4CError(f"EnhancingDFQ option {name} must be a positive number, got {getattr(self, name)}.")
-        for name, low, high in (("beta1", 0.0, 1.0), ("beta2", 0.0, 1.0), ("warmup", 0.0, 1.0),
-                                ("simloss_momentum", 0.0, 1.0)):
-            if not low <= getattr(self, name) < high:
-                raise D4CError(f"EnhancingDFQ option {name} must be in [{low:g}, {high:g}), got {getattr(self, name)}.")
+                raise fail(name, "a positive number")
+        for name in ("beta1", "beta2", "warmup", "simloss_momentum"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise fail(name, "in [0, 1)")
         if not 0.0 <= self.mix_prob <= 1.0:
-            raise D4CError(f"EnhancingDFQ option mix_prob must be in [0, 1], got {self.mix_prob}.")
+            raise fail("mix_prob", "in [0, 1]")
         if not self.simloss_weight >= 0 or not math.isfinite(self.simloss_weight):
-            raise D4CError(f"EnhancingDFQ option simloss_weight must be 0 or more, got {self.simloss_weight}.")
+            raise fail("simloss_weight", "0 or more")
         for name in ("mixer_heads", "heads"):
             if self.latent_dim % getattr(self, name):
-                raise D4CError(f"EnhancingDFQ option latent_dim ({self.latent_dim}) must be a multiple of {name} "
-                               f"({getattr(self, name)}).")
+                raise D4CError(f"option latent_dim ({self.latent_dim}) must be a multiple of {name} "
+                               f"({getattr(self, name)}).", PARAMETER)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -121,62 +125,64 @@ class EnhancingDFQOptions:
 _TYPES = {f.name: type(f.default) for f in fields(EnhancingDFQOptions)}
 
 
-def _coerce(name: str, value: Any, source: str) -> Any:
+def _coerce(name: str, value: Any, parameter: str, source: str) -> Any:
+    """``value`` of option ``name`` as its type; ``source`` (the file or assignment) leads the error."""
     if name not in _TYPES:
-        raise D4CError(f"{source}: unknown EnhancingDFQ option {name!r}; choose from {', '.join(_TYPES)}.")
+        raise D4CError(f"{source}: {name!r} is not an EnhancingDFQ option; choose from {', '.join(_TYPES)}.",
+                       parameter)
     kind = _TYPES[name]
     if kind is float and isinstance(value, str):
         try:  # PyYAML reads 1e-3 (no dot) as a string
             value = float(value)
         except ValueError:
             pass
+    expected = {bool: "true or false", int: "an integer"}.get(kind, "a number")
     if kind is bool:
-        if not isinstance(value, bool):
-            raise D4CError(f"{source}: EnhancingDFQ option {name} must be true or false, got {value!r}.")
-        return value
-    if kind is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise D4CError(f"{source}: EnhancingDFQ option {name} must be an integer, got {value!r}.")
-        return value
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise D4CError(f"{source}: EnhancingDFQ option {name} must be a number, got {value!r}.")
-    return float(value)
+        ok = isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok:
+        raise D4CError(f"{source}: option {name} must be {expected}, got {value!r}.", parameter)
+    return float(value) if kind is float else value
 
 
 def _read_file(path: str) -> dict[str, Any]:
     file = Path(path).expanduser()
     if not file.is_file():
-        raise D4CError(f"--edfq_config {path} does not exist.")
+        raise D4CError(f"{path} does not exist.", FILE_PARAMETER)
     try:
         doc = yaml.safe_load(file.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise D4CError(f"--edfq_config {path} is not valid YAML ({type(exc).__name__}).") from None
+        raise D4CError(f"{path} is not valid YAML ({type(exc).__name__}).", FILE_PARAMETER) from None
     if doc is None:
         return {}
     if not isinstance(doc, dict):
-        raise D4CError(f"--edfq_config {path} must hold a mapping of EnhancingDFQ options (key: value).")
-    return {str(k): _coerce(str(k), v, f"--edfq_config {path}") for k, v in doc.items()}
+        raise D4CError(f"{path} must hold a mapping of EnhancingDFQ options (key: value).", FILE_PARAMETER)
+    return {str(k): _coerce(str(k), v, FILE_PARAMETER, str(path)) for k, v in doc.items()}
 
 
 def _parse_assignment(text: str) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
-        raise D4CError(f"--edfq {text!r} must have the form KEY=VALUE (for example --edfq mixer=false).")
+        raise D4CError(f"{text!r} must have the form KEY=VALUE (for example mixer=false).", PARAMETER)
     try:
         value = yaml.safe_load(raw)
     except yaml.YAMLError:
         value = raw
-    return key.strip(), _coerce(key.strip(), value, f"--edfq {text}")
+    return key.strip(), _coerce(key.strip(), value, PARAMETER, text)
 
 
-def parse_options(config_file: str | None = None, assignments: Iterable[str] = (),
+def parse_options(config_file: str | None = None, assignments: Iterable[str] | None = (),
                   base: Mapping[str, Any] | None = None) -> EnhancingDFQOptions:
-    """The options of ``base`` (a dict, e.g. ``GenerationSettings.method_options``), then the YAML file, then
-    the ``KEY=VALUE`` assignments; every problem is one sentence naming the flag and key."""
-    values: dict[str, Any] = {k: _coerce(k, v, "EnhancingDFQ settings") for k, v in (base or {}).items()}
+    """The options of ``base`` (a dict of option values, e.g. a saved generator's), then the YAML file, then
+    the ``KEY=VALUE`` assignments (each may hold several, comma-separated); every problem is one sentence
+    led by the parameter that set it (``edfq_config`` or ``edfq``)."""
+    values: dict[str, Any] = {k: _coerce(k, v, PARAMETER, "saved settings") for k, v in (base or {}).items()}
     if config_file:
         values.update(_read_file(config_file))
-    for text in assignments:
+    for text in assignments or ():
         for part in text.split(","):  # --edfq mixer=false,layers=3 sets both
             key, value = _parse_assignment(part)
             values[key] = value

@@ -9,6 +9,7 @@ smaller one.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any, Callable, Sequence
 
@@ -17,11 +18,12 @@ import torch
 from d4c.errors import D4CError
 from d4c.generation.checkpoint import ArtifactStore, CheckpointStore
 from d4c.generation.engine import GenerationResult, frozen
-from d4c.generation.methods.enhancing_dfq.options import EnhancingDFQOptions, parse_options
+from d4c.generation.methods.enhancing_dfq.options import parse_options
 from d4c.generation.methods.enhancing_dfq.sampler import ConditionalSampler
 from d4c.generation.methods.enhancing_dfq.training import GeneratorTrainer, build_sampler, draw_generator
 from d4c.generation.settings import GenerationSettings
-from d4c.models.loading import LoadedModel
+
+logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 
@@ -61,15 +63,17 @@ def train_and_draw(model: torch.nn.Module, settings: GenerationSettings, device:
     if not prompts:
         raise D4CError("EnhancingDFQ needs generation prompts (its classes): give --custom_file a file with "
                        "'classnames' and 'templates'.")
+    from d4c.generation.methods.enhancing_dfq import options_of
+
     device = torch.device(device)
-    options = parse_options(base=settings.method_options)
+    options = options_of(settings)
     began = time.perf_counter()
     loaded = load_trained(trained, device) if trained is not None else None
     if loaded is not None:
         sampler, history = loaded  # its key covers the model, prompts, resolution and every setting but B
         iterations_run, resumed_from = 0, settings.gen_iter
-        print(f"EnhancingDFQ: drawing {settings.num_images} images from the trained generator {trained.path} "
-              f"(no training).")
+        logger.info(f"EnhancingDFQ: drawing {settings.num_images} images from the trained generator {trained.path} "
+                    f"(no training).")
     else:
         with frozen(model):
             trainer = GeneratorTrainer(model, settings, options, prompts, device)
@@ -82,28 +86,26 @@ def train_and_draw(model: torch.nn.Module, settings: GenerationSettings, device:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return GenerationResult(images.detach(), time.perf_counter() - began, iterations_run, resumed_from, history.cpu(),
-                            labels.cpu())
+                            labels.cpu(), generator=sampler)
 
 
-def wants_finetune(config) -> bool:
-    """True for a ``--dfq --gen_img --gen_method enhancing_dfq`` run with ``finetune`` on."""
-    return (config.dfq and config.gen_img and config.gen_method == "enhancing_dfq"
-            and parse_options(config.edfq_config, config.edfq).finetune)
-
-
-def finetune_for_run(config, loaded: LoadedModel, model: torch.nn.Module, num_images: int,
-                     device: torch.device) -> dict[str, Any]:
-    """The paper's quantization loop for a calibrated quantized run (:mod:`.finetune`), on batches of the
-    generator the run's generation saved in the cache; returns its report for the result file."""
+def finetune_for_outcome(model: torch.nn.Module, outcome: Any, prompts: Sequence[str],
+                         device: torch.device) -> dict[str, Any]:
+    """The paper's quantization loop (:mod:`.finetune`) on a calibrated quantized ``model``, with batches of the
+    generator ``outcome`` (a :class:`~d4c.generation.synthesis.SynthesisOutcome`) trained or found in the cache;
+    returns its report for the result file."""
     from d4c.generation.methods.enhancing_dfq.finetune import finetune_activation_ranges
-    from d4c.generation.synthesis import run_generation, trained_store
 
-    settings, prompts, cache = run_generation(config, loaded, num_images)
-    store = trained_store(settings, loaded, prompts, cache)
-    saved = load_trained(store, torch.device(device))
-    if saved is None:
-        raise D4CError(f"EnhancingDFQ's finetune needs the trained generator {store.path}, which is missing "
-                       f"(the cached images outlived it); pass --gen_force to train it again.")
-    options: EnhancingDFQOptions = parse_options(base=settings.method_options)
-    return finetune_activation_ranges(model, saved[0], prompts, options, settings.gen_batch_size, settings.seed,
-                                      device)
+    settings = outcome.settings
+    sampler = outcome.generator
+    if sampler is None and outcome.trained_store is not None:
+        saved = load_trained(outcome.trained_store, torch.device(device))
+        sampler = None if saved is None else saved[0]
+    if sampler is None:
+        where = outcome.trained_store.path if outcome.trained_store is not None else "the cache"
+        raise D4CError(f"EnhancingDFQ's finetune needs the trained generator ({where}), which is missing beside "
+                       f"the cached images; pass --gen_force to train it again.")
+    from d4c.generation.methods.enhancing_dfq import options_of
+
+    return finetune_activation_ranges(model, sampler, prompts, options_of(settings), settings.gen_batch_size,
+                                      settings.seed, device)

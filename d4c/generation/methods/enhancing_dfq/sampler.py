@@ -45,7 +45,8 @@ class ConditionalSampler(nn.Module):
         z = torch.randn(count, self.options.latent_dim, generator=generator, device=device)
         return labels, weights, z
 
-    def condition(self, labels: torch.Tensor, weights: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def condition(self, labels: torch.Tensor, weights: torch.Tensor,
+                  z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(h, y)``: the generator's input ``N x d`` and the targets ``N x K``."""
         if self.mixer is not None:
             embedding, targets = self.mixer(self.embeddings, weights)
@@ -54,7 +55,8 @@ class ConditionalSampler(nn.Module):
         h = self.flow(embedding, z) if self.flow is not None else z * embedding
         return h, targets
 
-    def forward(self, labels: torch.Tensor, weights: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, labels: torch.Tensor, weights: torch.Tensor,
+                z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(images N x 3 x R x R, targets N x K)``."""
         h, targets = self.condition(labels, weights, z)
         return self.generator(h), targets

@@ -18,12 +18,12 @@ images as an uninterrupted one (on the same device).
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from d4c.errors import D4CError
 from d4c.generation.checkpoint import CheckpointStore
@@ -36,8 +36,11 @@ from d4c.generation.methods.enhancing_dfq.losses import FeatureMemory, soft_cros
 from d4c.generation.methods.enhancing_dfq.options import EnhancingDFQOptions
 from d4c.generation.methods.enhancing_dfq.sampler import ConditionalSampler
 from d4c.generation.pgsi import TAU, encode_text_targets, text_logits
+from d4c.generation.rows import row_of
 from d4c.generation.settings import GenerationSettings
 from d4c.runtime import adam
+
+logger = logging.getLogger(__name__)
 
 DRAW_SEED_OFFSET = 0xD4A3
 """The final images' generator is seeded with seed + this (apart from the training stream)."""
@@ -106,7 +109,8 @@ class GeneratorTrainer:
         dims = self.taps.feature_dims(model.visual, self.resolution, device) if options.label_embeddings else None
         sampler, classifiers = build_sampler(len(prompts), self.resolution, options, settings.seed, device, dims)
         self.state = Training(
-            sampler, classifiers, adam(list(sampler.parameters()), options.lr_generator, (options.beta1, options.beta2)),
+            sampler, classifiers,
+            adam(list(sampler.parameters()), options.lr_generator, (options.beta1, options.beta2)),
             adam(list(classifiers.parameters()), options.lr_classifier) if classifiers is not None else None,
             FeatureMemory(len(prompts), options.simloss_momentum))
         self.warmup = warmup_steps(options, settings.gen_iter)
@@ -127,7 +131,8 @@ class GeneratorTrainer:
         if options.losses:
             state.memory.update(self.taps.last, hard)
         if state.classifiers is not None and index < self.warmup:
-            classifier_loss = state.classifiers.loss(self.taps.features, targets.detach(), logits.detach().softmax(dim=1))
+            classifier_loss = state.classifiers.loss(self.taps.features, targets.detach(),
+                                                     logits.detach().softmax(dim=1))
             state.classifier_optimizer.zero_grad(set_to_none=True)
             classifier_loss.backward()
             state.classifier_optimizer.step()
@@ -143,9 +148,9 @@ class GeneratorTrainer:
         state.sampler.embeddings.copy_(embeddings_from_classifiers(state.classifiers))
         state.generator_optimizer.state.pop(state.sampler.embeddings, None)
         state.embeddings_replaced = True
-        tqdm.write(f"EnhancingDFQ: label embeddings from {len(agreement)} layer classifiers (layers "
-                   f"{self.taps.indices}; agreement with the last warm-up batch's labels: "
-                   f"{', '.join(f'{a:.2f}' for a in agreement)}).")
+        logger.info(f"EnhancingDFQ: label embeddings from {len(agreement)} layer classifiers (layers "
+                    f"{self.taps.indices}; agreement with the last warm-up batch's labels: "
+                    f"{', '.join(f'{a:.2f}' for a in agreement)}).")
 
     def train(self, checkpoint: CheckpointStore | None, progress: bool,
               on_iteration: Callable[[int], None] | None) -> tuple[torch.Tensor, int, float]:
@@ -160,7 +165,7 @@ class GeneratorTrainer:
             generator.set_state(saved["generator"].cpu())
             history[: saved["iteration"]] = saved["history"].to(device)
             start = int(saved["iteration"])
-        loop = IterationLoop(settings, start, device, f"training the generator ({settings.describe()}{self._ablation()})",
+        loop = IterationLoop(settings, start, device, f"training the generator ({row_of(settings)}{self._ablation()})",
                              "step", progress, checkpoint, on_iteration, lambda done: self._check_finite(history, done))
         began = time.perf_counter()
         self.state.sampler.train()
@@ -183,6 +188,6 @@ class GeneratorTrainer:
         """Stop with one sentence when a loss of the first ``done`` steps is NaN or Inf."""
         bad = (~torch.isfinite(history[:done])).nonzero()
         if len(bad):
-            raise D4CError(f"EnhancingDFQ's generator training diverged: its loss became NaN or Inf at step "
-                           f"{int(bad[0]) + 1} of {self.settings.gen_iter}; lower lr_generator "
-                           f"({self.options.lr_generator}) with --edfq lr_generator=VALUE.")
+            raise D4CError(f"sets lr_generator {self.options.lr_generator}, at which EnhancingDFQ's generator training "
+                           f"diverged (NaN or Inf in its loss at step {int(bad[0]) + 1} of {self.settings.gen_iter}); "
+                           f"lower it.", "edfq")
