@@ -23,6 +23,9 @@ if str(REPO_ROOT) not in sys.path:
 
 import d4c  # noqa: E402,F401  (silences clip's pkg_resources notice)
 from d4c.io import write_json  # noqa: E402
+from d4c.runtime import tune_cpu_allocator  # noqa: E402
+
+ALLOCATOR_TUNED = tune_cpu_allocator()  # as the command line does (D4C_MALLOC_TUNING=0 measures without)
 
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 
@@ -40,6 +43,8 @@ def environment(device: torch.device) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
+        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "allocator_tuned": ALLOCATOR_TUNED,
     }
     if device.type == "cuda":
         env["device_name"] = torch.cuda.get_device_name(device)

@@ -13,6 +13,7 @@ import sys
 from d4c.config import (DEFAULT_CUSTOM_FILE, DEFAULT_GEN_CACHE_DIR, DEFAULT_Q_CONFIG, GEN_METHODS, GEN_SCHEDULES,
                         RunConfig)
 from d4c.errors import D4CError
+from d4c.runtime import tune_cpu_allocator
 
 EPILOG = """paper rows (SPEC section 1):
   FP                 --fp_model
@@ -126,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv``, run the pipeline, and return the process exit status."""
     args = build_parser().parse_args(argv)
+    tune_cpu_allocator()
     try:
         from d4c.pipeline import run
 

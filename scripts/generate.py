@@ -34,7 +34,7 @@ from d4c.generation.settings import DEFAULT_NUM_IMAGES, GenerationSettings  # no
 from d4c.generation.synthesis import resolve_method, synthesize  # noqa: E402
 from d4c.io import write_json  # noqa: E402
 from d4c.models.loading import load_clip  # noqa: E402
-from d4c.runtime import resolve_device  # noqa: E402
+from d4c.runtime import resolve_device, tune_cpu_allocator  # noqa: E402
 
 PROG = "generate.py"
 
@@ -100,6 +100,7 @@ def run(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    tune_cpu_allocator()
     try:
         record = run(args)
     except D4CError as exc:
