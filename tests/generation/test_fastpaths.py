@@ -49,7 +49,9 @@ def test_channels_last_resnet_input_matches(tiny_rn):
     images = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(2))
     ours, our_grad = _value_and_grad(lambda x: encode_images(tiny_rn.model, x), images)
     ref, ref_grad = _value_and_grad(tiny_rn.model.encode_image, images)
-    assert torch.allclose(ours, ref, atol=1e-5) and torch.allclose(our_grad, ref_grad, atol=1e-5)
+    # oneDNN's channels-last kernels sum in another order: tolerances relative to the magnitudes
+    assert torch.allclose(ours, ref, atol=1e-5 * ref.abs().max().item(), rtol=1e-5)
+    assert torch.allclose(our_grad, ref_grad, atol=1e-5 * ref_grad.abs().max().item(), rtol=1e-5)
 
 
 def test_folded_batchnorm_resnet_matches_and_is_restored(tiny_rn):
