@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from d4c.acceleration import check_compile_choice
 from d4c.errors import D4CError
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
@@ -123,6 +124,8 @@ class RunConfig:
     """Skip the run when the result file already exists."""
     no_amp: bool = False
     """Disable autocast during evaluation (it is only ever used on CUDA)."""
+    compile: str = "auto"
+    """torch.compile of the reconstruction and generation steps: auto (where measured to pay), on, off."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Flags added by later stages that this class does not name (kept for the result file)."""
 
@@ -151,6 +154,7 @@ class RunConfig:
             raise D4CError(f"--recon_iters must be positive, got {self.recon_iters}.")
         if self.load_quant and self.fp_model:
             raise D4CError("--load_quant evaluates a saved quantized model: drop --fp_model or --load_quant.")
+        check_compile_choice(self.compile)
         if self.gen_img and not self.dfq:
             raise D4CError("--gen_img only applies to data-free calibration: add --dfq or drop --gen_img.")
 

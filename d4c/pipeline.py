@@ -121,7 +121,7 @@ def _quantize(config: RunConfig, loaded: LoadedModel, eval_set, plan: QuantPlan,
         checkpoint = ReconCheckpoint(recon_checkpoint_path(output), fingerprint)
         with timer.stage("reconstruction"):
             reports = reconstruct(model, images, tokens, qconfig.recon, device, seed=config.seed,
-                                  checkpoint=checkpoint)
+                                  checkpoint=checkpoint, compile=config.compile)
         checkpoint.remove()
         iters = sum(r.iters for r in reports)
         print(f"Reconstructed {len(reports)} units ({qconfig.recon.iters} steps each) in "

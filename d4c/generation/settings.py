@@ -37,6 +37,8 @@ class GenerationSettings:
     """Seeds the initial images, per-image draws (targets, boxes) and per-step noise."""
     gen_ckpt_every: int = 200
     """Checkpoint every this many outer iterations (0: never); not part of the recipe."""
+    compile: str = "off"
+    """``--compile``: auto, on or off (:mod:`d4c.acceleration`); not part of the recipe."""
 
     def __post_init__(self) -> None:
         if self.method not in METHOD_NAMES:
@@ -50,7 +52,7 @@ class GenerationSettings:
         """The settings of a pipeline run whose (resolved) method is ``method``."""
         return cls(method=method, num_images=num_images, gen_batch_size=config.gen_batch_size, gen_lr=config.gen_lr,
                    gen_iter=config.gen_iter, d4c_config=config.d4c_config, gen_schedule=config.gen_schedule,
-                   seed=config.seed, gen_ckpt_every=config.gen_ckpt_every)
+                   seed=config.seed, gen_ckpt_every=config.gen_ckpt_every, compile=config.compile)
 
     @property
     def steps_per_iteration(self) -> int:

@@ -333,9 +333,9 @@ def test_token_loss_setting_decides_the_masks(micro_vit, fast_qconfig, monkeypat
     masks = {}
     original = engine.reconstruct_unit
 
-    def spy(module, inputs, kwargs, target, unit, *args):
+    def spy(module, inputs, kwargs, target, unit, *args, **options):
         masks[unit.name] = args[-1]
-        return original(module, inputs, kwargs, target, unit, *args)
+        return original(module, inputs, kwargs, target, unit, *args, **options)
 
     monkeypatch.setattr(engine, "reconstruct_unit", spy)
     reconstruct(model, images, tokens, qconfig.recon, "cpu", progress=False)
