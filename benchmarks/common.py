@@ -27,7 +27,8 @@ from d4c.runtime import tune_cpu_allocator  # noqa: E402
 
 ALLOCATOR_TUNED = tune_cpu_allocator()  # as the command line does (D4C_MALLOC_TUNING=0 measures without)
 
-RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
+RESULTS_DIR = Path(os.environ.get("D4C_BENCH_RESULTS") or REPO_ROOT / "benchmarks" / "results")
+"""Where results go: ``benchmarks/results``, or ``$D4C_BENCH_RESULTS`` (``benchmarks/gpu_check.sh``)."""
 
 # Models timed on every machine, and the full-size shapes timed on a GPU (--full).
 CPU_MODELS = ("tiny-vit", "tiny-rn", "random:small-vit", "random:small-rn")
@@ -120,9 +121,9 @@ def format_table(rows: Iterable[dict[str, Any]], columns: list[str]) -> str:
 
 
 def write_results(name: str, device: torch.device, settings: dict[str, Any], records: list[dict[str, Any]],
-                  out_dir: Path = RESULTS_DIR) -> Path:
+                  out_dir: Path | None = None) -> Path:
     """Write ``<out_dir>/<name>.json`` atomically and return its path."""
-    path = out_dir / f"{name}.json"
+    path = (out_dir or RESULTS_DIR) / f"{name}.json"
     write_json(path, {"benchmark": name, "environment": environment(device), "settings": settings,
                       "records": records})
     return path
@@ -130,3 +131,25 @@ def write_results(name: str, device: torch.device, settings: dict[str, Any], rec
 
 def load_results(path: Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
+
+
+def matmul_gflops(device: torch.device, size: int = 2048, repeat: int = 7) -> float:
+    """This machine's float32 matrix-product throughput (GFLOP/s): the median of ``size``^3 products.
+
+    It is the yardstick of the "fraction of the machine" figures: a step whose matrix products and
+    convolutions (counted by :func:`step_flops`) run at this rate takes ``flops / (rate * 1e9)`` s.
+    """
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    seconds = timed(lambda: a @ b, device, repeat=repeat, warmup=2)
+    return round(2 * size**3 / seconds / 1e9, 1)
+
+
+def step_flops(fn: Callable[[], Any]) -> int:
+    """Floating-point operations of the matrix products and convolutions ``fn()`` runs, forward and backward
+    (``torch.utils.flop_counter``: 2 per multiply-add)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())

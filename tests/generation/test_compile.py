@@ -58,3 +58,11 @@ def test_compiled_encoder_images_match_eager_ones(arch, method, request, one_thr
     compiled = _images(model, _settings(method, "on"))
     assert (compiled - eager).abs().max() <= 1e-4 * eager.abs().max()
     assert not torch.equal(compiled, _images(model, _settings(method, "off", gen_iter=2)))  # the images moved
+
+
+@pytest.mark.cuda
+def test_compiled_encoder_on_cuda_matches_eager(micro_vit):
+    model = micro_vit.cuda()
+    eager = generate(model, _settings("d4c", "off"), "cuda", PROMPTS, progress=False).images
+    compiled = generate(model, _settings("d4c", "on"), "cuda", PROMPTS, progress=False).images
+    assert (compiled - eager).abs().max() <= 1e-3 * eager.abs().max()

@@ -100,3 +100,18 @@ def test_quantizers_give_the_same_results_with_either_kernel(cls, monkeypatch):
     assert torch.equal(results[0][0], results[1][0])
     assert torch.equal(results[0][1], results[1][1])
     torch.testing.assert_close(results[0][2], results[1][2], rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("ch_axis", [-1, 2])
+def test_cuda_matches_torchs_cuda_kernels(ch_axis):
+    """On CUDA the tensor-operation kernel is the default (torch's per-tensor kernel reads the scale with
+    .item(), a host synchronisation): the same grid values and straight-through mask, gradients to rounding."""
+    x, scale, zero_point, dy = _inputs((32, 50, 64), ch_axis, (0, 255), 0.0, seed=11)
+    x, scale, zero_point, dy = (t.cuda() for t in (x, scale, zero_point, dy))
+    ours = _run(learnable_fake_quantize, x, scale, zero_point, dy, ch_axis, (0, 255))
+    theirs = _run(torch_learnable_fake_quantize, x, scale, zero_point, dy, ch_axis, (0, 255))
+    assert (ours[0] != theirs[0]).float().mean() <= 1e-3  # ties may round the other way
+    assert (ours[1] != theirs[1]).float().mean() <= 1e-3
+    magnitude = (dy.abs().sum() / scale.numel()).item() * 0.0123 * 255
+    _close_to_magnitude(ours[2], theirs[2], magnitude, rel=1e-4)

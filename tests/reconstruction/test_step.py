@@ -119,3 +119,17 @@ def test_compiled_reconstruction_matches_eager_within_rounding(micro_vit, fast_q
         changed += int((a != b).sum())
         total += a.numel()
     assert total > 0 and changed <= 0.02 * total
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("compile", ["off", "on"])
+def test_cuda_reconstruction_matches_the_cpu_within_rounding(micro_vit, fast_qconfig, compile):
+    """CUDA runs use the tensor-operation LSQ kernel (no host syncs), eager or compiled (Triton)."""
+    config = fast_qconfig("config48", recon={"iters": 30, "warm_up": 0.0})
+    model, qconfig, images, tokens = _calibrated(micro_vit, config)
+    cpu, cpu_reports = _reconstructed(model, qconfig, images, tokens, "off")
+    cuda_model = copy.deepcopy(model).cuda()
+    reports = reconstruct(cuda_model, images.cuda(), tokens.cuda(), qconfig.recon, "cuda", progress=False,
+                          encoders=("visual",), compile=compile)
+    for a, b in zip(cpu_reports, reports):
+        assert b.error_after == pytest.approx(a.error_after, rel=3e-2, abs=1e-7), a.name
