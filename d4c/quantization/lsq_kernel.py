@@ -1,11 +1,11 @@
 """LSQ / LSQ+ fake quantization as plain tensor operations with torch's own gradient formulas.
 
-``torch._fake_quantize_learnable_per_{tensor,channel}_affine`` are generic element-by-element
-kernels: on a 2-core CPU their forward and backward over a reconstruction batch of a ViT linear
-unit (32 x 50 x 256 values) take longer than the unit's three matrix products together
-(``benchmarks/bench_fake_quant.py``). :func:`learnable_fake_quantize` computes the same forward
-values and the same gradients — torch's kernels' formulas, operation for operation, checked
-bit for bit in ``tests/quantization/test_lsq_kernel.py`` — with vectorised tensor operations:
+``torch._fake_quantize_learnable_per_{tensor,channel}_affine`` are opaque element-by-element
+kernels: a compiled graph cannot fuse them with the matrix products' neighbours, and the
+per-tensor one reads the scale with ``.item()`` (a host synchronisation on CUDA at every step).
+:func:`learnable_fake_quantize` computes the same forward values and the same gradients — torch's
+kernels' formulas, operation for operation, checked bit for bit in
+``tests/quantization/test_lsq_kernel.py`` — with tensor operations:
 
 * forward: ``(clamp(round(x * (1 / s)) + zp, qmin, qmax) - zp) * s`` (round half to even);
 * input gradient: ``dy`` where ``qmin <= round(...) + zp <= qmax``, else 0 (straight through);
