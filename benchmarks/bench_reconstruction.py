@@ -36,6 +36,7 @@ import torch
 from common import RESULTS_DIR, format_table, matmul_gflops, peak_memory_mb, run_isolated, step_flops, write_results
 
 import clip
+from d4c.generation.engine import initial_images
 from d4c.models.loading import load_clip
 from d4c.quantization.calibration import calibrate
 from d4c.quantization.qconfig import load_qconfig
@@ -73,7 +74,7 @@ def _cached_units(name: str, args: argparse.Namespace, device: torch.device):
     model = loaded.model
     qconfig = _qconfig(args.q_config)
     res = loaded.resolution
-    images = torch.randn(args.num_images, 3, res, res, generator=torch.Generator().manual_seed(0)).to(device)
+    images = initial_images(args.num_images, res, seed=0)[0].to(device)  # the Gaussian-noise row's images
     tokens = clip.tokenize(["a photo of a thing."] * 32).to(device)
     quantize_clip(model, qconfig)
     calibrate(model, images, tokens, progress=False)

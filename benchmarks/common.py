@@ -1,14 +1,12 @@
 """Shared parts of the benchmark scripts: environment record, timing, memory, tables, JSON.
 
 Every benchmark prints a table and writes ``benchmarks/results/<name>.json`` holding the
-environment (device, torch version, threads), the settings and one record per measurement.
+environment (device, torch version, threads, load average), the settings and one record per measurement.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import resource
 import sys
 import time
@@ -22,48 +20,17 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 import d4c  # noqa: E402,F401  (silences clip's pkg_resources notice)
+from d4c.environment import environment  # noqa: E402,F401  (the one environment record; re-exported)
 from d4c.io import write_json  # noqa: E402
 from d4c.runtime import tune_cpu_allocator  # noqa: E402
 
 ALLOCATOR_TUNED = tune_cpu_allocator()  # as the command line does (D4C_MALLOC_TUNING=0 measures without)
-
 RESULTS_DIR = Path(os.environ.get("D4C_BENCH_RESULTS") or REPO_ROOT / "benchmarks" / "results")
 """Where results go: ``benchmarks/results``, or ``$D4C_BENCH_RESULTS`` (``benchmarks/gpu_check.sh``)."""
 
 # Models timed on every machine, and the full-size shapes timed on a GPU (--full).
 CPU_MODELS = ("tiny-vit", "tiny-rn", "random:small-vit", "random:small-rn")
 GPU_MODELS = ("random:RN50", "random:ViT-B/32", "random:ViT-B/16")
-
-
-def environment(device: torch.device) -> dict[str, Any]:
-    """Device, library versions and thread count of this measurement."""
-    env: dict[str, Any] = {
-        "device": device.type,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "torch_threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
-        "allocator_tuned": ALLOCATOR_TUNED,
-    }
-    if device.type == "cuda":
-        env["device_name"] = torch.cuda.get_device_name(device)
-        env["cuda"] = torch.version.cuda
-        env["tf32_matmul"] = torch.backends.cuda.matmul.allow_tf32
-    else:
-        env["device_name"] = _cpu_name()
-    return env
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def synchronize(device: torch.device) -> None:
@@ -122,15 +89,11 @@ def format_table(rows: Iterable[dict[str, Any]], columns: list[str]) -> str:
 
 def write_results(name: str, device: torch.device, settings: dict[str, Any], records: list[dict[str, Any]],
                   out_dir: Path | None = None) -> Path:
-    """Write ``<out_dir>/<name>.json`` atomically and return its path."""
+    """Write ``<out_dir>/<name>.json`` (default :data:`RESULTS_DIR`) atomically and return its path."""
     path = (out_dir or RESULTS_DIR) / f"{name}.json"
-    write_json(path, {"benchmark": name, "environment": environment(device), "settings": settings,
-                      "records": records})
+    write_json(path, {"benchmark": name, "environment": {**environment(device), "allocator_tuned": ALLOCATOR_TUNED},
+                      "settings": settings, "records": records})
     return path
-
-
-def load_results(path: Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())
 
 
 def matmul_gflops(device: torch.device, size: int = 2048, repeat: int = 7) -> float:

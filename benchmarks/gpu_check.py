@@ -83,7 +83,7 @@ def verdicts(results: Path) -> list[dict]:
     generation = _load(results / "generation.json")
     for row in (generation or {}).get("rows", []):
         if row["model"] == "random:ViT-B/32" and row["method"] == "d4c3" and row["schedule"] == "batched" \
-                and row.get("seconds_per_iteration") and generation["environment"]["device"] == "cuda":
+                and row.get("seconds_per_iteration") and generation["environment"].get("type") == "cuda":
             measured = row["seconds_per_iteration"] * 3000
             rows.append({"target": "random:ViT-B/32 D4C generation, batched schedule, 128 images x 3000 iterations "
                                    "(benchmark's s/iteration x 3000)", "measured_s": round(measured, 1),

@@ -94,6 +94,12 @@ def _row(stage: str, what: str, measured: float | None, reference: float | None,
             "machine_fraction": machine}
 
 
+def _device(record: dict | None) -> str | None:
+    """The device type a benchmark file was measured on."""
+    environment = (record or {}).get("environment", {})
+    return environment.get("type", environment.get("device"))
+
+
 def _mean(values: list) -> float | None:
     values = [v for v in values if v is not None]
     return round(statistics.mean(values), 5) if values else None
@@ -106,7 +112,7 @@ def _reconstruction_rows(recon: dict | None) -> list[dict]:
     for model, kind in dict.fromkeys((r["model"], r["kind"]) for r in records):
         found = [r for r in records if r["model"] == model and r["kind"] == kind]
         cpu = found[0].get("reference_s") is not None or (model, kind) in targets
-        reference, target = targets.get((model, kind), (None, None)) if cpu and recon["environment"]["device"] == "cpu" \
+        reference, target = targets.get((model, kind), (None, None)) if cpu and _device(recon) == "cpu" \
             else (None, None)
         label = {"qkv": "q/k/v units", "out_proj": "out-projection unit", "mlp": "MLP units (c_fc, c_proj)",
                  "bottleneck": "first Bottleneck"}[kind]
@@ -162,7 +168,7 @@ def compare() -> list[dict]:
         measured = found[0].get("seconds_per_iteration") if found else None
         rows.append(_row("generation", f"{model} {method}, reference schedule", measured, reference, target, "s/iter",
                          found[0].get("machine_fraction") if found else None))
-    if (generation or {}).get("environment", {}).get("device") == "cuda":
+    if _device(generation) == "cuda":
         for model, method, schedule, target_s in GPU_GENERATION_TARGETS:
             found = [r for r in gen_rows if r["model"] == model and r["schedule"] == schedule and r["method"] == method
                      and r.get("seconds_per_iteration")]
@@ -202,8 +208,7 @@ def render(rows: list[dict], environment: dict, gemm: float | None = None) -> st
         machine = "–" if r.get("machine_fraction") is None else f"{100 * r['machine_fraction']:.0f} %"
         lines.append(f"| {r['stage']} | {r['what']} | {measured} | {reference} | {speedup} | {target} | {met} "
                      f"| {machine} |")
-    machine = ", ".join(f"{k} {environment[k]}" for k in ("device", "device_name", "cpu_count", "torch")
-                        if k in environment)
+    machine = ", ".join(f"{k} {environment[k]}" for k in ("type", "name", "cpu_count", "torch") if k in environment)
     load = environment.get("load_average")
     load = "unknown" if not load else " / ".join(f"{v:.1f}" for v in load)
     lines += ["", f"Machine: {machine or 'unknown'}; `python benchmarks/run.py`, {time.strftime('%Y-%m-%d')}.",

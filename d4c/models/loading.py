@@ -30,8 +30,7 @@ from d4c.data.transforms import clip_transform
 from d4c.errors import D4CError
 from d4c.models.architectures import RANDOM_PREFIX, architecture_by_name, random_model_names
 from d4c.models.zoo import ZOO_MODELS, zoo_checkpoint_path
-
-OFFLINE_ENV = "D4C_OFFLINE"
+from d4c.runtime import OFFLINE_ENV, offline
 # Scalars OpenAI's archives carry next to the weights (build_model drops them too).
 _NON_PARAMETER_KEYS = ("input_resolution", "context_length", "vocab_size")
 DOWNLOAD_TIMEOUT_S = 30
@@ -60,11 +59,6 @@ def accepted_model_names() -> list[str]:
     return clip.available_models() + list(ZOO_MODELS)
 
 
-def offline() -> bool:
-    """True when ``D4C_OFFLINE`` is set: no download is attempted."""
-    return os.environ.get(OFFLINE_ENV, "") not in ("", "0", "false", "False")
-
-
 def _finish(model: CLIP, device: torch.device) -> CLIP:
     # Generation and quantization work in float32 on every device (clip.load keeps fp16 on CUDA).
     return model.float().to(device).eval()
@@ -88,12 +82,13 @@ def _state_dict_from_file(path: Path) -> dict:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same sentence
-        raise D4CError(f"--model file {path} is neither a TorchScript archive nor a torch.save state dict ({type(exc).__name__}).") from None
+        raise D4CError(f"file {path} is neither a TorchScript archive nor a torch.save state dict "
+                       f"({type(exc).__name__}).", "model") from None
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
     if not isinstance(obj, dict):
-        raise D4CError(f"--model file {path} holds a {type(obj).__name__}, expected a CLIP state dict.")
+        raise D4CError(f"file {path} holds a {type(obj).__name__}, expected a CLIP state dict.", "model")
     return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj.items()}
 
 
@@ -108,7 +103,8 @@ def load_checkpoint_file(path: str | os.PathLike, device: torch.device | str = "
         model.load_state_dict({k: v for k, v in state_dict.items() if k not in _NON_PARAMETER_KEYS})
     except (KeyError, RuntimeError, AssertionError, AttributeError, IndexError) as exc:
         reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
-        raise D4CError(f"--model file {path} is not a CLIP checkpoint that clip.model.build_model can rebuild ({reason}).") from None
+        raise D4CError(f"file {path} is not a CLIP checkpoint that clip.model.build_model can rebuild ({reason}).",
+                       "model") from None
     return _finish(model, torch.device(device))
 
 
@@ -120,17 +116,17 @@ def _openai_file(name: str, cache_dir: str | None) -> tuple[Path, str]:
 
 def _load_openai(name: str, cache_dir: str | None, device: torch.device) -> CLIP:
     target, url = _openai_file(name, cache_dir)
-    place = (f"Model {name} is not in the model cache and cannot be downloaded ({{why}}): place "
-             f"{target.name} (from {url}) in {target.parent} or point --model_cache_dir at the folder holding it.")
+    place = (f"{target.parent} holds no {target.name} for model {name} and it cannot be downloaded ({{why}}): "
+             f"place the file (from {url}) there or give the folder holding it.")
     if not target.is_file() and offline():
-        raise D4CError(place.format(why=f"{OFFLINE_ENV} is set"))
+        raise D4CError(place.format(why=f"{OFFLINE_ENV} is set"), "model_cache_dir")
     previous_timeout = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
     try:
         model, _ = clip.load(name, device="cpu", jit=False, download_root=str(target.parent))
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         reason = getattr(exc, "reason", None) or type(exc).__name__
-        raise D4CError(place.format(why=f"no network: {reason}")) from None
+        raise D4CError(place.format(why=f"no network: {reason}"), "model_cache_dir") from None
     except RuntimeError as exc:
         if "SHA256" in str(exc):
             raise D4CError(f"The downloaded file {target} does not match its SHA256 checksum: delete it and download {url} again.") from None
@@ -141,7 +137,10 @@ def _load_openai(name: str, cache_dir: str | None, device: torch.device) -> CLIP
 
 
 def load_clip(name: str, device: torch.device | str = "cpu", cache_dir: str | None = None) -> LoadedModel:
-    """Load ``--model`` ``name`` onto ``device`` (see the module docstring for accepted names)."""
+    """Load the model called ``name`` onto ``device`` (see the module docstring for accepted names).
+
+    ``cache_dir`` is where named OpenAI checkpoints are looked up and downloaded (clip's default when None).
+    """
     device = torch.device(device)
     if name in ZOO_MODELS:
         path = zoo_checkpoint_path(name)
@@ -151,13 +150,14 @@ def load_clip(name: str, device: torch.device | str = "cpu", cache_dir: str | No
     elif name.startswith(RANDOM_PREFIX):
         arch = architecture_by_name(name[len(RANDOM_PREFIX):])
         if arch is None:
-            raise D4CError(f"--model {name} is not a known random architecture; choose one of {', '.join(random_model_names())}.")
+            raise D4CError(f"{name} is not a known random architecture; choose one of "
+                           f"{', '.join(random_model_names())}.", "model")
         model, source = _finish(arch.build(seed=0), device), "random initialisation (seed 0)"
     elif name in clip.available_models():
         model, source = _load_openai(name, cache_dir, device), f"openai:{name}"
     elif os.path.isfile(name):
         model, source = load_checkpoint_file(name, device), str(Path(name).resolve())
     else:
-        raise D4CError(f"--model {name} is neither a known model ({', '.join(accepted_model_names())}) "
-                       f"nor an existing checkpoint file.")
+        raise D4CError(f"{name} is neither a known model ({', '.join(accepted_model_names())}) "
+                       f"nor an existing checkpoint file.", "model")
     return LoadedModel(model=model, preprocess=clip_transform(model.visual.input_resolution), name=name, source=source)

@@ -1,8 +1,8 @@
 """Saved quantized models: hardened weights, scales, zero points and the config, in one file.
 
-Every quantized run writes ``<result stem>.quant.pt`` next to its result JSON; ``--load_quant
-PATH`` rebuilds the quantized model from it (same ``--model``) and evaluates it without
-calibrating or reconstructing again.
+Every quantized run writes ``<result stem>.quant.pt`` next to its result JSON; a later run can
+rebuild the quantized model from it (same model; ``--load_quant PATH`` on the command line) and
+evaluate it without calibrating or reconstructing again.
 """
 
 from __future__ import annotations
@@ -11,11 +11,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
 from clip.model import CLIP
 
 from d4c.errors import D4CError
-from d4c.io import save_torch
+from d4c.io import load_torch, save_torch
 from d4c.quantization.qconfig import QConfig, qconfig_from_dict
 from d4c.quantization.quant_clip import enable_quantization, quantize_clip
 
@@ -44,17 +43,8 @@ def save_quant_state(path: str | os.PathLike, model: CLIP, qconfig: QConfig, mod
 
 
 def load_quant_state(path: str | os.PathLike) -> dict[str, Any]:
-    """Read and check a file written by :func:`save_quant_state` (one-sentence errors)."""
-    path = Path(path)
-    if not path.is_file():
-        raise D4CError(f"--load_quant {path} does not exist.")
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same sentence
-        raise D4CError(f"--load_quant {path} is not a saved quantized model ({type(exc).__name__}).") from None
-    if not isinstance(saved, dict) or saved.get("format") != STATE_FORMAT:
-        raise D4CError(f"--load_quant {path} is not a saved quantized model (expected format {STATE_FORMAT}).")
-    return saved
+    """Read and check a file written by :func:`save_quant_state` (one-sentence errors about ``load_quant``)."""
+    return load_torch(path, "saved quantized model", format=STATE_FORMAT, parameter="load_quant")
 
 
 def restore_quantized(model: CLIP, saved: dict[str, Any]) -> tuple[CLIP, QConfig]:
@@ -65,6 +55,6 @@ def restore_quantized(model: CLIP, saved: dict[str, Any]) -> tuple[CLIP, QConfig
         model.load_state_dict(saved["state_dict"])
     except RuntimeError as exc:
         reason = str(exc).splitlines()[0][:160]
-        raise D4CError(f"The saved quantized model does not fit --model {saved.get('model')} ({reason}).") from None
+        raise D4CError(f"{saved.get('model')} does not fit the saved quantized model ({reason}).", "model") from None
     enable_quantization(model)
     return model, qconfig
