@@ -14,8 +14,8 @@ PROMPTS = [f"a photo of the digit {d}." for d in ("zero", "one", "two", "three")
 
 
 def _settings(method, compile, **overrides):
-    base = GenerationSettings(method=method, d4c_config=1, num_images=8, gen_batch_size=4, gen_iter=3,
-                              gen_ckpt_every=0, compile=compile)
+    base = GenerationSettings(method=method, num_images=8, gen_batch_size=4, gen_iter=3, gen_ckpt_every=0,
+                              compile=compile).with_options(d4c_config=1)
     return dataclasses.replace(base, **overrides)
 
 
