@@ -1,9 +1,11 @@
-"""Process-wide runtime helpers: seeding and device selection."""
+"""Process-wide runtime helpers: seeding, device selection, intra-op threads, Adam."""
 
 from __future__ import annotations
 
 import os
 import random
+from contextlib import contextmanager
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -44,3 +46,20 @@ def adam(params: list[torch.Tensor], lr: float) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr, fused=True)
     except (RuntimeError, TypeError, ValueError):
         return torch.optim.Adam(params, lr=lr)
+
+
+@contextmanager
+def intra_op_threads(count: int) -> Iterator[None]:
+    """Run the block with ``count`` torch intra-op threads, restoring the previous count afterwards.
+
+    For long chains of small tensor operations (the MSE range searches): with several intra-op
+    threads on a shared CPU every operation waits at a barrier for a descheduled thread.
+    """
+    previous = torch.get_num_threads()
+    if previous != count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        if previous != count:
+            torch.set_num_threads(previous)

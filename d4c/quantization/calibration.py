@@ -7,7 +7,8 @@
   :func:`calibration_images`.
 * Calibration: activation observers see one forward of the first 32 images and 32 texts through
   the full-precision model (every quantizer off), then the weight observers see the weights
-  directly (no forward pass); then every quantizer is switched on.
+  directly (no forward pass; batched and cached, :mod:`d4c.quantization.weight_ranges`); then
+  every quantizer is switched on.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import clip
 import torch
 from torch.utils.data import DataLoader, Subset
-from tqdm import tqdm
 
 from d4c.config import RunConfig
 from d4c.data.datasets import build_dataset
@@ -23,7 +23,8 @@ from d4c.data.prompts import PromptSet, calibration_texts
 from d4c.errors import D4CError
 from d4c.models.loading import LoadedModel
 from d4c.quantization.modules import ACTIVATION, WEIGHT
-from d4c.quantization.quant_clip import enable_quantization, quantized_layers, set_quant_state
+from d4c.quantization.quant_clip import enable_quantization, set_quant_state
+from d4c.quantization.weight_ranges import WeightObservation, WeightRangeCache, observe_weights
 
 ACTIVATION_SAMPLES = 32
 """Images and texts the activation observers see (one forward each)."""
@@ -64,11 +65,13 @@ def calibration_tokens(templates: list[str] | tuple[str, ...], prompts: PromptSe
 
 @torch.no_grad()
 def calibrate(model: torch.nn.Module, images: torch.Tensor, tokens: torch.Tensor,
-              samples: int = ACTIVATION_SAMPLES, progress: bool = True) -> None:
+              samples: int = ACTIVATION_SAMPLES, progress: bool = True,
+              range_cache: WeightRangeCache | None = None) -> WeightObservation:
     """Set every quantizer's scale and zero point of a wrapped CLIP ``model``; leave them all enabled.
 
     ``images`` and ``tokens`` must be on the model's device; the first ``samples`` of each are used
-    for the activation observers.
+    for the activation observers. The weight observers run batched (:func:`observe_weights`), their
+    ranges taken from / stored in ``range_cache`` when one is given.
     """
     model.eval()
     set_quant_state(model, observe=False, quantize=False)
@@ -76,8 +79,7 @@ def calibrate(model: torch.nn.Module, images: torch.Tensor, tokens: torch.Tensor
     model.encode_image(images[:samples])
     model.encode_text(tokens[:samples])
     set_quant_state(model, observe=False, quantize=False)
-    layers = list(quantized_layers(model))
-    for _, layer in tqdm(layers, desc="weight observers", disable=not progress, leave=False):
-        layer.weight_quantizer.observe(layer.weight)
+    report = observe_weights(model, range_cache, progress=progress)
     set_quant_state(model, observe=False, quantize=True, role=WEIGHT)
     enable_quantization(model)
+    return report

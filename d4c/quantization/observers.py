@@ -21,6 +21,7 @@ from torch import nn
 
 from d4c.quantization import mse_search
 from d4c.quantization.qparams import calculate_qparams, channels_first, quant_range
+from d4c.runtime import intra_op_threads
 
 LP_NORM = 2.4
 """The p of the L_p error the MSE observers minimise."""
@@ -106,7 +107,8 @@ class _MSEObserverBase(ObserverBase):
         if self.sidedness is None:
             x_min, x_max = super().batch_range(x)
             self.sidedness = mse_search.data_sidedness(x_min, x_max)
-        return self.search(x)
+        with intra_op_threads(1):  # a chain of small operations: barriers would dominate (runtime.py)
+            return self.search(x)
 
 
 class MSEObserver(_MSEObserverBase):
