@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from d4c.config import (DEFAULT_CUSTOM_FILE, DEFAULT_GEN_CACHE_DIR, DEFAULT_Q_CONFIG, GEN_METHODS, GEN_SCHEDULES,
-                        RunConfig)
+from d4c.config import (DEFAULT_CUSTOM_FILE, DEFAULT_GEN_CACHE_DIR, DEFAULT_Q_CONFIG, DEFAULT_RANGE_CACHE_DIR,
+                        GEN_METHODS, GEN_SCHEDULES, RunConfig)
 from d4c.errors import D4CError
 
 EPILOG = """paper rows (SPEC section 1):
@@ -60,6 +60,10 @@ def _add_quantization_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--load_quant", default=None, metavar="PATH",
                        help="evaluate a saved quantized model (the *.quant.pt every quantized run writes next to "
                             "its result) without calibrating again; --model must be the model it was made from")
+    group.add_argument("--range_cache_dir", default=DEFAULT_RANGE_CACHE_DIR,
+                       help="cache of calibrated weight ranges, reused by every run with the same weights and weight "
+                            "quantizer config (they do not depend on the calibration data); 'none' turns it off "
+                            "(default: %(default)s)")
 
 
 def _add_generation_flags(parser: argparse.ArgumentParser) -> None:

@@ -24,6 +24,7 @@ GEN_METHODS = ("d4c", "baseline", "bns", "pse")
 D4C_CONFIGS = (0, 1, 2, 3)
 GEN_SCHEDULES = ("reference", "batched")
 DEFAULT_GEN_CACHE_DIR = "./cache/pseudo_images"
+DEFAULT_RANGE_CACHE_DIR = "./cache/weight_ranges"
 
 
 def resolve_resource(path: str) -> Path:
@@ -83,6 +84,9 @@ class RunConfig:
     """Override of the config's ``recon.iters`` (reconstruction steps per unit)."""
     load_quant: str | None = None
     """Evaluate a saved quantized model (``*.quant.pt``) instead of quantizing and calibrating."""
+    range_cache_dir: str = DEFAULT_RANGE_CACHE_DIR
+    """Folder of cached weight ranges (they depend on the weights and the weight quantizer config only);
+    ``none`` turns the cache off."""
     # data-free calibration
     dfq: bool = False
     """Calibrate on synthetic images instead of real training images."""

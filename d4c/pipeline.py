@@ -1,8 +1,9 @@
 """One run: load CLIP -> calibration data -> (pseudo images) -> quantize -> calibrate ->
 (reconstruct) -> zero-shot evaluation -> result file.
 
-Everything that can be checked without a model (flags, the result path, the quantization config,
-the prompt file, the dataset roots) is checked first, so a mistake costs seconds, not a model load.
+Everything that can be checked without a model (flags, every output location, the quantization
+config, the prompt file, the datasets' files, the model cache entry) is checked first
+(:mod:`d4c.preflight`), so a mistake costs seconds, not a model load.
 """
 
 from __future__ import annotations
@@ -16,17 +17,20 @@ from typing import Any
 import torch
 
 from d4c.config import RunConfig
-from d4c.data.datasets import build_dataset, check_dataset
+from d4c.data.datasets import build_dataset
 from d4c.data.prompts import PromptSet, load_prompt_file
 from d4c.errors import D4CError
 from d4c.evaluation import evaluate_zeroshot
+from d4c.models.identity import model_identity
 from d4c.models.loading import LoadedModel, load_clip
+from d4c.preflight import check_run, finished_result
 from d4c.quantization.calibration import calibrate, calibration_images, calibration_tokens
 from d4c.quantization.qconfig import QConfig, load_qconfig, qconfig_from_dict
 from d4c.quantization.quant_clip import quantize_clip
+from d4c.quantization.weight_ranges import WeightRangeCache
 from d4c.quantization.state import load_quant_state, quant_state_path, restore_quantized, save_quant_state
 from d4c.reconstruction import reconstruct
-from d4c.reconstruction.checkpoint import ReconCheckpoint
+from d4c.reconstruction.checkpoint import ReconCheckpoint, recon_checkpoint_path
 from d4c.results import StageTimer, build_record, output_path, write_result
 from d4c.runtime import resolve_device, seed_everything
 
@@ -46,11 +50,6 @@ class QuantPlan:
     """A saved quantized model (``--load_quant``): no calibration data, no calibration."""
     record: dict[str, Any] = field(default_factory=dict)
     """What the result file records about quantization besides the config."""
-
-
-def recon_checkpoint_path(output: Path) -> Path:
-    """Where an interrupted reconstruction of the run writing ``output`` keeps its progress."""
-    return output.parent / (output.stem + ".recon-ckpt.pt")
 
 
 def _warn_ignored(config: RunConfig) -> None:
@@ -75,9 +74,10 @@ def _plan_quantization(config: RunConfig) -> QuantPlan | None:
         return None
     if config.load_quant:
         saved = load_quant_state(config.load_quant)
-        if saved.get("model") != config.model:
+        identity = model_identity(config.model)
+        if not identity.matches(saved.get("model_identity"), saved.get("model")):
             raise D4CError(f"--load_quant {config.load_quant} holds a quantized {saved.get('model')}, not --model "
-                           f"{config.model}; pass --model {saved.get('model')}.")
+                           f"{identity.describe()}; pass --model {saved.get('model')} (or the same checkpoint file).")
         plan = QuantPlan(qconfig_from_dict(saved["q_config"], saved.get("q_config_path", "")), saved=saved)
         info = saved.get("info", {})
         plan.record = {"quant_state": str(Path(config.load_quant)), "loaded_quant_state": True,
@@ -106,11 +106,12 @@ def _quantize(config: RunConfig, loaded: LoadedModel, eval_set, plan: QuantPlan,
         tokens = calibration_tokens(eval_set.templates, plan.prompts, qconfig.calibrate.text, config.seed,
                                     getattr(model, "context_length", 77)).to(device)
         quantize_clip(model, qconfig)
-        calibrate(model, images, tokens)
+        weights = calibrate(model, images, tokens, range_cache=WeightRangeCache.from_flag(config.range_cache_dir))
     print(f"Calibrated on {images.shape[0]} {config.method} images and {tokens.shape[0]} texts "
           f"in {timer.seconds['calibration']:.1f} s.")
     plan.record = {"calibration_data": {"images": int(images.shape[0]), "texts": int(tokens.shape[0]),
-                                        "image_source": config.method}}
+                                        "image_source": config.method},
+                   "weight_ranges": {"from_cache": weights.from_cache, "cache": str(weights.cache_path or "")}}
     if config.recon:
         # The images' digest, not their recipe: a checkpoint made on other pseudo images (another
         # --gen_iter, schedule, learning rate or generation-code version) must never be resumed.
@@ -131,7 +132,7 @@ def _quantize(config: RunConfig, loaded: LoadedModel, eval_set, plan: QuantPlan,
     state_path = quant_state_path(output)
     save_quant_state(state_path, model, qconfig, config.model,
                      info={"method": config.method, "recon": bool(config.recon), "seed": config.seed,
-                           "dataset": config.dataset})
+                           "dataset": config.dataset}, identity=model_identity(config.model).as_dict())
     plan.record["quant_state"] = str(state_path)
     return model
 
@@ -139,14 +140,12 @@ def _quantize(config: RunConfig, loaded: LoadedModel, eval_set, plan: QuantPlan,
 def run(config: RunConfig) -> dict[str, Any] | None:
     """Run the pipeline for ``config``; return the result record, or None when skipped."""
     output = output_path(config)
-    if config.skip_existing and output.exists():
-        print(f"Skipping: {output} exists (--skip_existing).")
+    if config.skip_existing and finished_result(output, model_identity(config.model)):
+        print(f"Skipping: {output} holds this model's result (--skip_existing).")
         return None
+    check_run(config, output)
     _warn_ignored(config)
     plan = _plan_quantization(config)
-    check_dataset(config.dataset, config.dataset_root, config.split)
-    if plan is not None and plan.saved is None and not config.dfq:
-        check_dataset(config.dataset, config.dataset_root, config.train_split)
     device = resolve_device(config.device)
     seed_everything(config.seed)
 
