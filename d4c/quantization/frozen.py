@@ -28,12 +28,16 @@ def precomputed_weights(model: nn.Module) -> Iterator[None]:
                 quantizer = layer.weight_quantizer
                 if not quantizer.fake_quant_enabled or quantizer.observer_enabled:
                     continue
-                original = layer.weight.data
+                original, grad = layer.weight.data, layer.weight.requires_grad
                 layer.weight.data = quantizer(layer.weight).detach()
+                # The quantizer's output never requires grad; matmul folds its inputs differently
+                # when one does (float rounding), so the swapped weight must not either.
+                layer.weight.requires_grad_(False)
                 quantizer.fake_quant_enabled = False
-                swapped.append((layer, original))
+                swapped.append((layer, original, grad))
         yield
     finally:
-        for layer, original in swapped:
+        for layer, original, grad in swapped:
             layer.weight.data = original
+            layer.weight.requires_grad_(grad)
             layer.weight_quantizer.fake_quant_enabled = True
