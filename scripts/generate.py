@@ -28,12 +28,13 @@ from d4c.cli import _add_generation_flags, _add_model_flags  # noqa: E402
 from d4c.config import RunConfig  # noqa: E402
 from d4c.data.prompts import load_prompt_file  # noqa: E402
 from d4c.errors import D4CError  # noqa: E402
-from d4c.generation.cache import PseudoImageCache  # noqa: E402
+from d4c.generation.cache import NO_CACHE, PseudoImageCache  # noqa: E402
 from d4c.generation.diagnostics import image_diagnostics  # noqa: E402
 from d4c.generation.settings import DEFAULT_NUM_IMAGES, GenerationSettings  # noqa: E402
 from d4c.generation.synthesis import resolve_method, synthesize  # noqa: E402
 from d4c.io import write_json  # noqa: E402
 from d4c.models.loading import load_clip  # noqa: E402
+from d4c.preflight import check_file_target, check_folder_target, check_model  # noqa: E402
 from d4c.runtime import resolve_device  # noqa: E402
 
 PROG = "generate.py"
@@ -75,6 +76,13 @@ def run(args: argparse.Namespace) -> dict:
     config.validate()
     if args.num_images < 1:
         raise D4CError(f"--num_images must be positive, got {args.num_images}.")
+    # Every output location and what is known about the model, before it is loaded.
+    for folder, flag in ((config.img_path, "--img_path"), (config.gen_cache_dir, "--gen_cache_dir")):
+        if folder and folder not in NO_CACHE:
+            check_folder_target(Path(folder).expanduser(), flag)
+    if args.summary:
+        check_file_target(Path(args.summary), "--summary", "summary")
+    check_model(config)
     device = resolve_device(config.device)
     loaded = load_clip(config.model, device, config.model_cache_dir)
     method = resolve_method(config, loaded)
