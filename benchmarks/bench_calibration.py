@@ -24,6 +24,7 @@ import torch
 from common import CPU_MODELS, GPU_MODELS, format_table, peak_memory_mb, run_isolated, synchronize, write_results
 
 import clip
+from d4c.generation.engine import initial_images
 from d4c.models.loading import load_clip
 from d4c.quantization.modules import ACTIVATION, WEIGHT
 from d4c.quantization.qconfig import load_qconfig
@@ -44,7 +45,7 @@ def time_row(name: str, config: str, observer: str, samples: int, device: torch.
     loaded = load_clip(name, device)
     model = quantize_clip(loaded.model, qconfig)
     res = loaded.resolution
-    images = torch.randn(samples, 3, res, res, generator=torch.Generator().manual_seed(0)).to(device)
+    images = initial_images(samples, res, seed=0)[0].to(device)  # the Gaussian-noise row's images
     tokens = clip.tokenize([f"a photo of thing number {i}." for i in range(samples)]).to(device)
     set_quant_state(model, observe=True, quantize=False, role=ACTIVATION)
     synchronize(device)

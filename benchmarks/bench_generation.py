@@ -14,6 +14,7 @@ the reference implementation's figures) to ``benchmarks/results/generation.json`
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import sys
@@ -25,8 +26,7 @@ import torch
 from common import environment  # noqa: E402  (also puts the repository on sys.path)
 
 from d4c.data.prompts import DIGITS_PROMPTS, GENERIC_PROMPTS, load_prompt_file  # noqa: E402
-from d4c.generation.engine import generate  # noqa: E402
-from d4c.generation.settings import GenerationSettings  # noqa: E402
+from d4c.generation import GenerationSettings, generate, resolve_method, settings_for_row  # noqa: E402
 from d4c.io import write_json  # noqa: E402
 from d4c.models.loading import load_clip  # noqa: E402
 from d4c.runtime import resolve_device  # noqa: E402
@@ -42,22 +42,18 @@ FULL_MODELS = ["random:ViT-B/32", "random:RN50"]
 METHODS = ["gaussian", "baseline", "d4c0", "d4c1", "d4c2", "d4c3"]
 
 
-def _settings(method: str, vit: bool, schedule: str, args: argparse.Namespace, iterations: int) -> GenerationSettings:
-    if method == "baseline":
-        name, config = ("pse" if vit else "bns"), 3
-    elif method.startswith("d4c"):
-        name, config = "d4c", int(method[3:])
-    else:
-        name, config = method, 3
-    return GenerationSettings(method=name, d4c_config=config, num_images=args.num_images,
-                              gen_batch_size=args.gen_batch_size, gen_iter=iterations, gen_schedule=schedule,
-                              gen_ckpt_every=0)
+def _settings(row: str, model: torch.nn.Module, schedule: str, args: argparse.Namespace,
+              iterations: int) -> GenerationSettings:
+    """The settings of paper row ``row`` on ``model`` (``baseline`` resolved to BNS or PSE)."""
+    settings = settings_for_row(row, GenerationSettings(num_images=args.num_images, gen_batch_size=args.gen_batch_size,
+                                                        gen_iter=iterations, gen_schedule=schedule, gen_ckpt_every=0))
+    return dataclasses.replace(settings, method=resolve_method(settings.method, model))
 
 
 def time_row(loaded, method: str, schedule: str, args: argparse.Namespace, device: torch.device,
              prompts: list[str]) -> dict:
     """Mean seconds per timed outer iteration of one (model, method, schedule)."""
-    settings = _settings(method, loaded.is_vit, schedule, args, args.warmup + args.iters)
+    settings = _settings(method, loaded.model, schedule, args, args.warmup + args.iters)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     if settings.method == "gaussian":
         sync()
@@ -74,8 +70,7 @@ def time_row(loaded, method: str, schedule: str, args: argparse.Namespace, devic
 
     sync()
     start = time.perf_counter()
-    generate(loaded.model, settings, device, prompts if settings.method == "d4c" else None, progress=False,
-             on_iteration=mark)
+    generate(loaded.model, settings, device, prompts, progress=False, on_iteration=mark)
     timed = marks[args.warmup - 1:] if args.warmup else [start] + marks
     deltas = sorted(b - a for a, b in zip(timed, timed[1:]))
     # The median iteration: robust to other processes' bursts on a shared machine.

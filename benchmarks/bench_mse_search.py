@@ -8,10 +8,10 @@
 The model is ``SMALL_ARCHITECTURES['small-vit']`` (ViT 4 x 256, patch 32, 224 px; text 4 x 256),
 random weights (seed 0), fed 32 N(0, 1) images and the first 32 calibration texts (digit templates
 x the generic class names). Hooks capture, per transformer block of both towers, every tensor an
-activation quantizer sees (SPEC 4.3): the q/k/v projection inputs (three quantizers, per-channel
-over the last dim), the projected q, k, v and the softmax output (recomputed from the block's
-packed in-projection), the out-projection input, the MLP c_fc input (per-channel) and the c_proj
-input (per-channel in the text tower). All are 8-bit asymmetric (``exp/config48.yaml``'s
+activation quantizer sees (docs/method.md, "What is quantized"): the q/k/v projection inputs
+(three quantizers, per-channel over the last dim), the projected q, k, v and the softmax output
+(recomputed from the block's packed in-projection), the out-projection input, the MLP c_fc input
+(per-channel) and the c_proj input (per-channel in the text tower). All are 8-bit asymmetric (``exp/config48.yaml``'s
 ``a_qconfig``; text quantizers are 8-bit anyway).
 
 ``search_range`` is timed on each tensor. The reference loop (``brute_force_search``) would take
@@ -23,31 +23,26 @@ for a one-sided one). Writes ``benchmarks/results/mse_search.json``.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import sys
 import time
 from collections import defaultdict
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+from common import REPO_ROOT, environment, format_table  # noqa: E402  (also puts the repository on sys.path)
 
-import d4c  # noqa: E402,F401  (before clip: silences its pkg_resources notice)
 import clip  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from d4c.data.digits import DIGIT_TEMPLATES  # noqa: E402
 from d4c.data.prompts import GENERIC_PROMPTS, calibration_texts, load_prompt_file  # noqa: E402
+from d4c.generation.engine import initial_images  # noqa: E402
 from d4c.io import write_json  # noqa: E402
 from d4c.models.architectures import SMALL_ARCHITECTURES  # noqa: E402
-# The reference loop's per-candidate step (brute_force_search's inner call), timed for the estimate.
-from d4c.quantization.mse_search import (_candidate_error, data_sidedness, golden_section_search,  # noqa: E402
-                                         search_range)
 from d4c.quantization.qparams import channels_first, quant_range  # noqa: E402
+# candidate_errors is the reference loop's per-candidate step, timed for the estimate.
+from d4c.quantization.range_search import (LP_NORM, candidate_errors, data_sidedness,  # noqa: E402
+                                           golden_section_search, search_range)
 
 REFERENCE_FIGURE_S = 75 * 60  # the issue's brute-force calibration time on a 2-core CPU
 BITS = 8
@@ -55,8 +50,8 @@ CALIBRATION_BATCH = 32
 
 
 def calibration_inputs(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """32 N(0, 1) images and the first 32 calibration texts, tokenized (SPEC 4.4)."""
-    images = torch.randn(CALIBRATION_BATCH, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    """32 N(0, 1) images and the first 32 calibration texts, tokenized (docs/method.md, "Calibration")."""
+    images = initial_images(CALIBRATION_BATCH, 224, seed=0)[0]  # the Gaussian-noise row's images
     prompts = load_prompt_file(str(GENERIC_PROMPTS))
     texts = calibration_texts(DIGIT_TEMPLATES, prompts.classnames, CALIBRATION_BATCH, seed=0)
     return images.to(device), clip.tokenize(texts).to(device)
@@ -94,7 +89,7 @@ def capture_quantizer_inputs(model: torch.nn.Module, images: torch.Tensor, token
                 logits = logits + block.attn_mask[:length, :length].to(logits)
             attn = logits.softmax(-1)
             out_in = (attn @ split[2]).transpose(0, 1).reshape(length, batch, width)
-            per_channel = 2  # SPEC 4.3: per-channel over the last (hidden) dimension
+            per_channel = 2  # per-channel over the last (hidden) dimension (docs/method.md)
             entries = [("q_proj_in", y, per_channel), ("k_proj_in", y, per_channel), ("v_proj_in", y, per_channel),
                        ("q", split[0], -1), ("k", split[1], -1), ("v", split[2], -1), ("softmax", attn, -1),
                        ("out_proj_in", out_in, -1), ("c_fc_in", seen[f"{tower}.{b}.c_fc"], per_channel),
@@ -118,7 +113,7 @@ def reference_cost(x: torch.Tensor, ch_axis: int, qmin: int, qmax: int, timed_ca
 
     def step(zp: int) -> None:  # the body of brute_force_search's loop for one candidate
         new_min, new_max = -zp * delta, x_max - x_min - zp * delta
-        score = _candidate_error(xc, new_min, new_max, qmin, qmax, False, 2.4)
+        score = candidate_errors(xc, new_min, new_max, qmin, qmax, False, LP_NORM)
         better = score < best
         best.copy_(torch.where(better, score, best))
         lo.copy_(torch.where(better, new_min, lo))
@@ -145,25 +140,6 @@ def timed(fn, device: torch.device) -> tuple[float, float]:
     fn()
     _sync(device)
     return time.perf_counter() - wall, time.process_time() - cpu
-
-
-def environment(device: torch.device) -> dict:
-    env = {"device": device.type, "torch": torch.__version__, "python": platform.python_version(),
-           "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "platform": platform.platform()}
-    if device.type == "cuda":
-        env["device_name"] = torch.cuda.get_device_name(device)
-    else:
-        names = [ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                 if ln.startswith("model name")] if Path("/proc/cpuinfo").exists() else []
-        env["device_name"] = names[0] if names else (platform.processor() or platform.machine())
-    return env
-
-
-def table(rows: list[dict], columns: list[str]) -> str:
-    def cell(v):
-        return f"{v:.4g}" if isinstance(v, float) else str(v)
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    return "\n".join(lines + ["| " + " | ".join(cell(r[c]) for c in columns) + " |" for r in rows])
 
 
 def main() -> None:
@@ -214,7 +190,7 @@ def main() -> None:
     total_fast = sum(r["fast_s"] for r in records)
     total_ref = sum(r["reference_est_s"] for r in records)
     columns = ["kind", "shape", "per_channel", "count", "fast_s", "reference_est_s", "speedup"]
-    print(table(rows, columns + (["golden_s"] if args.golden else [])))
+    print(format_table(rows, columns + (["golden_s"] if args.golden else [])))
     total = {"tensors": len(records), "fast_s": total_fast, "fast_cpu_s": sum(r["fast_cpu_s"] for r in records),
              "reference_est_s": total_ref, "speedup_vs_estimate": total_ref / total_fast,
              "reference_figure_s": REFERENCE_FIGURE_S,

@@ -26,6 +26,7 @@ import torch
 from common import format_table, peak_memory_mb, run_isolated, synchronize, write_results
 
 import clip
+from d4c.generation.engine import initial_images
 from d4c.models.loading import load_clip
 from d4c.quantization.calibration import calibrate
 from d4c.quantization.modules import QuantConv2d, QuantLinear
@@ -58,7 +59,7 @@ def bench_model(name: str, args: argparse.Namespace, device: torch.device) -> li
     qconfig = _qconfig(args.q_config, args.warmup + args.iters)
     recon = qconfig.recon
     res = loaded.resolution
-    images = torch.randn(args.num_images, 3, res, res, generator=torch.Generator().manual_seed(0)).to(device)
+    images = initial_images(args.num_images, res, seed=0)[0].to(device)  # the Gaussian-noise row's images
     tokens = clip.tokenize(["a photo of a thing."] * 32).to(device)
     quantize_clip(model, qconfig)
     calibrate(model, images, tokens, progress=False)

@@ -24,10 +24,9 @@ import torch
 from common import environment  # noqa: E402  (also puts the repository on sys.path)
 
 from d4c.data.prompts import DIGITS_PROMPTS, load_prompt_file  # noqa: E402
+from d4c.generation import GenerationSettings, settings_for_row, synthesize  # noqa: E402
 from d4c.generation.cache import PseudoImageCache  # noqa: E402
 from d4c.generation.diagnostics import image_diagnostics  # noqa: E402
-from d4c.generation.settings import GenerationSettings  # noqa: E402
-from d4c.generation.synthesis import synthesize  # noqa: E402
 from d4c.io import write_json  # noqa: E402
 from d4c.models.loading import load_clip  # noqa: E402
 from d4c.runtime import resolve_device  # noqa: E402
@@ -57,13 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.models:
         loaded = load_clip(name, device)
         for method in args.methods:
-            resolved = ("pse" if loaded.is_vit else "bns") if method == "baseline" else "d4c"
             for schedule in ("reference", "batched"):
-                settings = GenerationSettings(method=resolved, d4c_config=int(method[3:]) if resolved == "d4c" else 3,
-                                              num_images=args.num_images, gen_iter=args.gen_iter, seed=args.seed,
-                                              gen_schedule=schedule)
-                outcome = synthesize(settings, loaded, device, prompts if resolved == "d4c" else None, cache=cache,
+                base = GenerationSettings(num_images=args.num_images, gen_iter=args.gen_iter, seed=args.seed,
+                                          gen_schedule=schedule)
+                outcome = synthesize(settings_for_row(method, base), loaded, device, prompts, cache=cache,
                                      progress=False)
+                resolved = outcome.settings.method
                 cached = None
                 if outcome.from_cache:  # the cache's recipe JSON holds the original time and loss
                     cached = json.loads(outcome.cache_path.with_suffix(".json").read_text())
@@ -71,8 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                        "final_loss": outcome.final_loss if cached is None else cached["final_loss"],
                        "generation_seconds": round(outcome.generation_seconds if cached is None else cached["seconds"], 1),
                        "from_cache": outcome.from_cache,
-                       **image_diagnostics(loaded.model, outcome.images, prompts if resolved == "d4c" else None,
-                                           outcome.targets)}
+                       **image_diagnostics(loaded.model, outcome.images, prompts, outcome.targets)}
                 rows.append(row)
                 print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
     header = f"{'model':<9} {'method':<9} {'schedule':<9} " + " ".join(f"{c[:14]:>14}" for c in COLUMNS)

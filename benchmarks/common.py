@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -28,6 +27,10 @@ if os.environ.get(BENCH_CODE_ENV):
     sys.path.insert(0, os.environ[BENCH_CODE_ENV])
 
 import d4c  # noqa: E402,F401  (silences clip's pkg_resources notice)
+try:
+    from d4c.environment import environment  # noqa: E402,F401  (the one environment record; re-exported)
+except ImportError:  # a paired row running an earlier revision's d4c: rows record no environment
+    environment = None
 from d4c.io import write_json  # noqa: E402
 
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
@@ -35,35 +38,6 @@ RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 # Models timed on every machine, and the full-size shapes timed on a GPU (--full).
 CPU_MODELS = ("tiny-vit", "tiny-rn", "random:small-vit", "random:small-rn")
 GPU_MODELS = ("random:RN50", "random:ViT-B/32", "random:ViT-B/16")
-
-
-def environment(device: torch.device) -> dict[str, Any]:
-    """Device, library versions and thread count of this measurement."""
-    env: dict[str, Any] = {
-        "device": device.type,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "torch_threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-    }
-    if device.type == "cuda":
-        env["device_name"] = torch.cuda.get_device_name(device)
-        env["cuda"] = torch.version.cuda
-        env["tf32_matmul"] = torch.backends.cuda.matmul.allow_tf32
-    else:
-        env["device_name"] = _cpu_name()
-    return env
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def synchronize(device: torch.device) -> None:
@@ -127,10 +101,6 @@ def write_results(name: str, device: torch.device, settings: dict[str, Any], rec
     write_json(path, {"benchmark": name, "environment": environment(device), "settings": settings,
                       "records": records})
     return path
-
-
-def load_results(path: Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())
 
 
 def load_average() -> list[float]:

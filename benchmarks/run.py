@@ -112,8 +112,7 @@ def render(rows: list[dict], environment: dict) -> str:
         target = "–" if r["target_speedup"] is None else f"≥ {r['target_speedup']:g}×"
         met = {True: "yes", False: "**no**", None: "–"}[r["met"]]
         lines.append(f"| {r['stage']} | {r['what']} | {measured} | {reference} | {speedup} | {target} | {met} |")
-    machine = ", ".join(f"{k} {environment[k]}" for k in ("device", "device_name", "cpu_count", "torch")
-                        if k in environment)
+    machine = ", ".join(f"{k} {environment[k]}" for k in ("type", "name", "cpu_count", "torch") if k in environment)
     lines += ["", f"Machine: {machine or 'unknown'}; `python benchmarks/run.py`, {time.strftime('%Y-%m-%d')}."]
     return "\n".join(lines)
 

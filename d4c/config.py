@@ -1,183 +1,174 @@
-"""The typed run configuration: what the command-line flags mean, checked once.
+"""The typed run configuration: every flag of the command line, defaulted as the paper's, checked once.
 
 Data flows one way: flags (``d4c.cli``) -> :class:`RunConfig` -> pipeline stages
-(``d4c.pipeline``) -> result file. Every field is named and defaulted as the paper's flag.
+(``d4c.pipeline``) -> result file. Each field is one flag ``--<field>``; its metadata holds the
+help text and the ``--help`` group the parser is built from. The generation flags are those of the
+nested :class:`~d4c.generation.settings.GenerationSettings` and the registered methods' options.
+
+A run's *row* (:attr:`RunConfig.row`) is the paper-table row it computes: ``fp``, ``real``, or a
+row of pseudo images (``gaussian``, ``baseline``, ``bns``, ``pse``, ``d4c0`` ... ``d4c3``;
+:mod:`d4c.generation.rows`); :meth:`RunConfig.for_row` is the way back.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
-from argparse import Namespace
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterator, Mapping
 
 from d4c.errors import D4CError
-
-PACKAGE_ROOT = Path(__file__).resolve().parent
-REPO_ROOT = PACKAGE_ROOT.parent
+from d4c.generation.methods import BASELINE, method_choices, method_class, method_options
+from d4c.generation.methods.gaussian import GaussianNoise
+from d4c.generation.rows import row_of, settings_for_row
+from d4c.generation.settings import GenerationSettings, flag
 
 DEFAULT_CUSTOM_FILE = "./d4c/template/custom_classnames_templates.json"
 DEFAULT_Q_CONFIG = "./exp/config66.yaml"
-GEN_METHODS = ("d4c", "baseline", "bns", "pse")
-D4C_CONFIGS = (0, 1, 2, 3)
-GEN_SCHEDULES = ("reference", "batched")
 DEFAULT_GEN_CACHE_DIR = "./cache/pseudo_images"
 DEFAULT_RANGE_CACHE_DIR = "./cache/weight_ranges"
+RUN_ROWS = ("fp", "real")
+"""The rows without pseudo images: full precision, and calibration on real training images."""
 
-
-def resolve_resource(path: str) -> Path:
-    """``path`` as given if it exists; else, for a relative path, the same path under the repository root.
-
-    The paper's defaults (``./exp/config66.yaml``, ``./d4c/template/...``) are relative to the
-    repository root; this lets ``d4c-quant`` find them from any working directory.
-    """
-    candidate = Path(path).expanduser()
-    if candidate.exists() or candidate.is_absolute():
-        return candidate
-    fallback = REPO_ROOT / candidate
-    return fallback if fallback.exists() else candidate
-
-
-def check_generation_values(gen_batch_size: int, gen_iter: int, gen_lr: float, d4c_config: int,
-                            gen_schedule: str) -> None:
-    """The generation flags' checks (one-sentence :class:`D4CError`), shared by :class:`RunConfig`
-    and :class:`d4c.generation.settings.GenerationSettings`."""
-    for name, value in (("gen_batch_size", gen_batch_size), ("gen_iter", gen_iter), ("gen_lr", gen_lr)):
-        if not value > 0:
-            raise D4CError(f"--{name} must be positive, got {value}.")
-    if d4c_config not in D4C_CONFIGS:
-        raise D4CError(f"--d4c_config must be one of 0, 1, 2, 3, got {d4c_config}.")
-    if gen_schedule not in GEN_SCHEDULES:
-        raise D4CError(f"--gen_schedule must be one of {', '.join(GEN_SCHEDULES)}, got {gen_schedule!r}.")
+DATA, MODEL, QUANT = "data", "model", "quantization"
+DFQ, OUTPUT = "data-free calibration (pseudo-image synthesis)", "evaluation and output"
 
 
 @dataclass
 class RunConfig:
-    """One run of the pipeline; see ``d4c-quant --help`` for each flag's meaning."""
+    """One run of the pipeline; ``d4c-quant --help`` shows each flag's help text."""
 
-    # data
-    dataset: str = "cifar10"
-    """Evaluation dataset: cifar10, cifar100, imagenet1k or the offline digits."""
-    dataset_root: str | None = None
-    """Folder holding the dataset (clip_benchmark's layout)."""
-    split: str = "test"
-    """Split that is evaluated."""
-    train_split: str = "train"
-    """Split real calibration images are drawn from (real-data PTQ)."""
-    # model
-    model: str = "ViT-B/32"
-    """OpenAI CLIP name, offline zoo name, random:<architecture> or a checkpoint path."""
-    model_cache_dir: str | None = None
-    """Where named OpenAI checkpoints are looked up and downloaded (clip's default when None)."""
-    device: str = "auto"
-    """auto (CUDA when available), cpu, cuda or cuda:N."""
-    # quantization
-    fp_model: bool = False
-    """Evaluate the full-precision model; no quantization."""
-    q_config: str = DEFAULT_Q_CONFIG
-    """Quantization YAML (bit widths, quantizers, observers, calibration and reconstruction settings)."""
-    recon: bool = False
-    """Run block reconstruction after calibration."""
-    recon_iters: int | None = None
-    """Override of the config's ``recon.iters`` (reconstruction steps per unit)."""
-    load_quant: str | None = None
-    """Evaluate a saved quantized model (``*.quant.pt``) instead of quantizing and calibrating."""
-    range_cache_dir: str = DEFAULT_RANGE_CACHE_DIR
-    """Folder of cached weight ranges (they depend on the weights and the weight quantizer config only);
-    ``none`` turns the cache off."""
-    # data-free calibration
-    dfq: bool = False
-    """Calibrate on synthetic images instead of real training images."""
-    gen_img: bool = False
-    """With --dfq, optimise the pseudo images (otherwise they stay Gaussian noise)."""
-    gen_method: str = "d4c"
-    """Pseudo-image method: d4c, or baseline (BNS for ResNets, PSE for ViTs); bns / pse name one explicitly."""
-    d4c_config: int = 3
-    """D4C ablation: 0 PGSI, 1 PGSI+SCG, 2 PGSI+PAE, 3 PGSI+SCG+PAE."""
-    custom_file: str = DEFAULT_CUSTOM_FILE
-    """JSON with generic class names and generation templates (PGSI prompts)."""
-    gen_batch_size: int = 16
-    """Mini-batch size of pseudo-image generation."""
-    gen_lr: float = 0.01
-    """Adam learning rate of the pseudo-image pixels."""
-    gen_iter: int = 3000
-    """Outer iterations of pseudo-image generation."""
-    img_path: str | None = None
-    """Folder to save the pseudo images to as PNG."""
-    gen_schedule: str = "reference"
-    """reference: one Adam step per mini-batch (the paper's schedule); batched: one step per pass over all mini-batches."""
-    gen_cache_dir: str = DEFAULT_GEN_CACHE_DIR
-    """Folder of cached pseudo images and generation checkpoints; ``none`` turns caching and checkpoints off."""
-    gen_force: bool = False
-    """Ignore cached pseudo images and checkpoints of this recipe and generate anew."""
-    gen_ckpt_every: int = 200
-    """Save a resumable generation checkpoint every this many outer iterations (0: never)."""
-    # evaluation and output
-    seed: int = 0
-    """Seed of torch, numpy and python's random."""
-    batch_size: int = 64
-    """Evaluation batch size."""
-    num_workers: int = 4
-    """Evaluation data-loader workers."""
-    output: str = "result.json"
-    """Result file; may contain {dataset}, {model}, {task}, {method}, {q_config}, {seed}, {recon}."""
-    skip_existing: bool = False
-    """Skip the run when the result file already exists."""
-    no_amp: bool = False
-    """Disable autocast during evaluation (it is only ever used on CUDA)."""
-    extra: dict[str, Any] = field(default_factory=dict)
-    """Flags added by later stages that this class does not name (kept for the result file)."""
+    dataset: str = flag("cifar10", "evaluation dataset: cifar10, cifar100, imagenet1k, or digits (offline)",
+                        group=DATA)
+    dataset_root: str | None = flag(None, "folder holding the dataset in clip_benchmark's layout (ImageNet: "
+                                          "meta.bin, train/, val/)", group=DATA)
+    split: str = flag("test", "split that is evaluated", group=DATA)
+    train_split: str = flag("train", "split real calibration images come from", group=DATA)
+    model: str = flag("ViT-B/32", "RN50, RN101, RN50x4, RN50x16, RN50x64, ViT-B/32, ViT-B/16, ViT-L/14, "
+                                  "ViT-L/14@336px, tiny-vit, tiny-rn (offline zoo), random:<architecture> (timing "
+                                  "only), or a checkpoint file", group=MODEL)
+    model_cache_dir: str | None = flag(None, "where named OpenAI checkpoints are looked up / downloaded (default: "
+                                             "~/.cache/clip)", group=MODEL)
+    device: str = flag("auto", "auto (CUDA when available), cpu, cuda or cuda:N", group=MODEL)
+    fp_model: bool = flag(False, "evaluate the full-precision model, no quantization", group=QUANT)
+    q_config: str = flag(DEFAULT_Q_CONFIG, "quantization YAML: bit widths, quantizers, observers, calibration, "
+                                           "reconstruction", group=QUANT)
+    recon: bool = flag(False, "run block reconstruction after calibration", group=QUANT)
+    recon_iters: int | None = flag(None, "reconstruction steps per unit, overriding recon.iters of --q_config",
+                                   group=QUANT, type=int, metavar="N")
+    load_quant: str | None = flag(None, "evaluate a saved quantized model (the *.quant.safetensors every quantized "
+                                        "run writes next to its result; earlier *.quant.pt files too) without "
+                                        "calibrating again; --model must be the model it was made from (the same "
+                                        "name or checkpoint content)", group=QUANT, metavar="PATH")
+    range_cache_dir: str = flag(DEFAULT_RANGE_CACHE_DIR, "cache of calibrated weight ranges, reused by every run with "
+                                                         "the same weights and weight-quantizer settings (they do not "
+                                                         "depend on the calibration data); 'none' turns it off",
+                                group=QUANT)
+    dfq: bool = flag(False, "data-free: calibrate on synthetic images instead of real training images", group=DFQ)
+    gen_img: bool = flag(False, "with --dfq: optimise the pseudo images (without it they stay Gaussian noise)",
+                         group=DFQ)
+    generation: GenerationSettings = field(default_factory=GenerationSettings, metadata={"group": DFQ})
+    """The generation flags; its ``seed`` and ``num_images`` are filled per run (:meth:`pseudo_image_settings`)."""
+    custom_file: str = flag(DEFAULT_CUSTOM_FILE, "JSON with generic class names and generation templates",
+                            group=DFQ)
+    img_path: str | None = flag(None, "save the pseudo images as PNG files in this folder", group=DFQ)
+    gen_cache_dir: str = flag(DEFAULT_GEN_CACHE_DIR, "cache of generated pseudo images (reused by runs with the "
+                                                     "same recipe) and of resumable generation checkpoints; 'none' "
+                                                     "turns both off", group=DFQ)
+    gen_force: bool = flag(False, "ignore cached pseudo images and checkpoints of this recipe: generate anew",
+                           group=DFQ)
+    seed: int = flag(0, "seeds torch, numpy and python's random", group=OUTPUT)
+    batch_size: int = flag(64, "evaluation batch size", group=OUTPUT)
+    num_workers: int = flag(4, "evaluation data-loader workers", group=OUTPUT)
+    output: str = flag("result.json", "result JSON; may be a template with {dataset}, {model}, {task}, {method}, "
+                                      "{q_config}, {seed}, {recon}", group=OUTPUT)
+    skip_existing: bool = flag(False, "skip the run if the result file exists", group=OUTPUT)
+    no_amp: bool = flag(False, "disable autocast during evaluation (used on CUDA only)", group=OUTPUT)
+
+    def __post_init__(self) -> None:
+        # Every registered method's options, defaulted: one spelling of each config.
+        defaults = {o.name: list(o.default) if isinstance(o.default, list) else o.default for o in method_options()}
+        self.generation = replace(self.generation, options={**defaults, **self.generation.options})
 
     @classmethod
-    def from_namespace(cls, args: Namespace) -> "RunConfig":
-        """Build and validate a config from parsed flags."""
-        values = vars(args).copy()
-        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-        known = {k: values.pop(k) for k in list(values) if k in names}
-        config = cls(**known, extra=values)
+    def from_flags(cls, values: Mapping[str, Any]) -> "RunConfig":
+        """Build and validate a config from flag values by flag name (parsed ``vars(args)``); others are ignored."""
+        run = {f.name: values[f.name] for f in dataclasses.fields(cls) if f.name != "generation" and f.name in values}
+        generation = {name: values[dest] for name, dest in generation_flag_names().items() if dest in values}
+        options = {o.name: values[o.name] for o in method_options() if values.get(o.name) is not None}
+        config = cls(**run, generation=GenerationSettings(**generation, options=options))
         config.validate()
         return config
 
     def validate(self) -> None:
         """Raise a one-sentence :class:`D4CError` for values no stage could use."""
-        if not self.batch_size > 0:
-            raise D4CError(f"--batch_size must be positive, got {self.batch_size}.")
-        check_generation_values(self.gen_batch_size, self.gen_iter, self.gen_lr, self.d4c_config, self.gen_schedule)
-        if self.num_workers < 0:
-            raise D4CError(f"--num_workers must be 0 or more, got {self.num_workers}.")
-        if self.gen_method not in GEN_METHODS:
-            raise D4CError(f"--gen_method must be one of {', '.join(GEN_METHODS)}, got {self.gen_method!r}.")
-        if self.gen_ckpt_every < 0:
-            raise D4CError(f"--gen_ckpt_every must be 0 (no checkpoints) or more, got {self.gen_ckpt_every}.")
+        for name, low in (("batch_size", 1), ("num_workers", 0)):
+            if getattr(self, name) < low:
+                raise D4CError(f"must be {'positive' if low else '0 or more'}, got {getattr(self, name)}.", name)
         if self.recon_iters is not None and not self.recon_iters > 0:
-            raise D4CError(f"--recon_iters must be positive, got {self.recon_iters}.")
+            raise D4CError(f"must be positive, got {self.recon_iters}.", "recon_iters")
+        if self.generation.method not in method_choices():
+            raise D4CError(f"must be one of {', '.join(method_choices())}, got {self.generation.method!r}.", "method")
+        known = {o.name: o for o in method_options()}
+        for name, value in self.generation.options.items():
+            if name not in known:
+                raise D4CError(f"{name!r} is not an option of any method; choose among {', '.join(known)}.",
+                               "options")
+            if known[name].choices is not None and value not in known[name].choices:
+                raise D4CError(f"must be one of {', '.join(map(str, known[name].choices))}, got {value!r}.", name)
+        if self.dfq and self.gen_img and self.generation.method != BASELINE:
+            method_class(self.generation.method).check_options(self.generation)
         if self.load_quant and self.fp_model:
             raise D4CError("--load_quant evaluates a saved quantized model: drop --fp_model or --load_quant.")
         if self.gen_img and not self.dfq:
             raise D4CError("--gen_img only applies to data-free calibration: add --dfq or drop --gen_img.")
 
+    def pseudo_image_settings(self, num_images: int) -> GenerationSettings | None:
+        """The generation of this run's calibration images (``num_images`` of them), or None when it uses none
+        (``fp``, ``real``): Gaussian noise under ``--dfq`` alone, the chosen method with ``--gen_img``."""
+        if self.fp_model or not self.dfq:
+            return None
+        method = self.generation.method if self.gen_img else GaussianNoise.name  # --dfq alone: the noise itself
+        return replace(self.generation, method=method, seed=self.seed, num_images=num_images)
+
     @property
-    def method(self) -> str:
-        """The paper-table row of this run: fp, real, gaussian, baseline or d4c0..d4c3."""
+    def row(self) -> str:
+        """The paper-table row of this run: ``fp``, ``real``, or its pseudo images' row (``gaussian``, ``d4c3``)."""
         if self.fp_model:
             return "fp"
         if not self.dfq:
             return "real"
-        if not self.gen_img:
-            return "gaussian"
-        return f"d4c{self.d4c_config}" if self.gen_method == "d4c" else "baseline"
+        return row_of(self.pseudo_image_settings(self.generation.num_images))
+
+    @classmethod
+    def for_row(cls, row: str, **fields: Any) -> "RunConfig":
+        """The config computing ``row`` (its other fields as given): the inverse of :attr:`row`."""
+        if row in RUN_ROWS:
+            return cls(fp_model=row == "fp", **fields)
+        base = fields.pop("generation", GenerationSettings())
+        settings = settings_for_row(row, base)
+        optimizes = settings.method == BASELINE or method_class(settings.method).optimizes
+        if not optimizes:  # Gaussian noise is --dfq alone: the method flag keeps its value
+            settings = replace(settings, method=base.method)
+        return cls(dfq=True, gen_img=optimizes, generation=settings, **fields)
 
     def as_flags(self) -> dict[str, Any]:
-        """Every flag and its value, for the result file."""
-        flags = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
-        flags.update(self.extra)
-        return flags
+        """Every flag by name and its value, for the result file."""
+        return dict(iter_flags(self))
 
 
-def slug(text: str) -> str:
-    """A file-name-safe version of a model or file name (``ViT-B/32`` -> ``ViT-B-32``)."""
-    if Path(text).suffix in (".pt", ".pth", ".bin"):
-        text = Path(text).stem
-    return re.sub(r"[^A-Za-z0-9_.@-]+", "-", text).strip("-")
+def generation_flag_names() -> dict[str, str]:
+    """The nested settings' flag fields: field name -> flag name (``method`` -> ``gen_method``)."""
+    return {f.name: f.metadata.get("flag", f.name) for f in dataclasses.fields(GenerationSettings)
+            if "help" in f.metadata}
+
+
+def iter_flags(config: RunConfig) -> Iterator[tuple[str, Any]]:
+    """``(flag name, value)`` of every flag of ``config``, in ``--help`` order (method options with their defaults)."""
+    for f in dataclasses.fields(config):
+        if f.name != "generation":
+            yield f.name, getattr(config, f.name)
+            continue
+        for name, dest in generation_flag_names().items():
+            yield dest, getattr(config.generation, name)
+        for option in method_options():
+            yield option.name, config.generation.options.get(option.name, option.default)

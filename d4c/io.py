@@ -1,19 +1,45 @@
-"""Atomic file writes: a crash or Ctrl-C never leaves a half-written result behind.
+"""Files: atomic writes, checked reads of the project's own torch files, shipped resources, names.
 
-Each writer creates a temporary file in the destination folder and renames it over the
-destination (``os.replace`` is atomic on POSIX and Windows when both are on one filesystem).
+Writers create a temporary file in the destination folder and rename it over the destination
+(``os.replace`` is atomic on POSIX and Windows when both are on one filesystem), so a crash or
+Ctrl-C never leaves a half-written result behind.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
+
+from d4c.errors import D4CError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def resolve_resource(path: str) -> Path:
+    """``path`` as given if it exists; else, for a relative path, the same path under the repository root.
+
+    The paper's defaults (``./exp/config66.yaml``, ``./d4c/template/...``) are relative to the
+    repository root; this lets ``d4c-quant`` find them from any working directory.
+    """
+    candidate = Path(path).expanduser()
+    if candidate.exists() or candidate.is_absolute():
+        return candidate
+    fallback = REPO_ROOT / candidate
+    return fallback if fallback.exists() else candidate
+
+
+def slug(text: str) -> str:
+    """A file-name-safe version of a model or file name (``ViT-B/32`` -> ``ViT-B-32``)."""
+    if Path(text).suffix in (".pt", ".pth", ".bin"):
+        text = Path(text).stem
+    return re.sub(r"[^A-Za-z0-9_.@-]+", "-", text).strip("-")
 
 
 def _current_umask() -> int:
@@ -53,6 +79,34 @@ def save_torch(path: str | os.PathLike, obj: Any) -> None:
     """``torch.save`` ``obj`` atomically."""
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
+
+
+def load_torch(path: str | os.PathLike, kind: str, map_location: torch.device | str = "cpu",
+               format: str | None = None, parameter: str | None = None) -> dict[str, Any]:
+    """A dict this project wrote with :func:`save_torch` (tensors and plain data only: ``weights_only``).
+
+    Args:
+        path: the file.
+        kind: what the file should be, for the error (``generation checkpoint``).
+        map_location: where tensors are loaded to.
+        format: when given, the value the dict's ``format`` entry must have.
+        parameter: the argument that named the file, for the error (see :class:`D4CError`).
+
+    Raises:
+        D4CError: one sentence when the file is missing, unreadable, not a dict or of another format.
+    """
+    def fail(problem: str) -> D4CError:
+        return D4CError(f"{path} {problem}", parameter)
+
+    if not Path(path).is_file():
+        raise fail("does not exist.")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same sentence
+        raise fail(f"is not a readable {kind} ({type(exc).__name__}).") from None
+    if not isinstance(obj, dict) or (format is not None and obj.get("format") != format):
+        raise fail(f"is not a {kind}" + (f" (expected format {format})." if format else "."))
+    return obj
 
 
 def replace_between(text: str, start: str, end: str, block: str) -> str:

@@ -9,9 +9,7 @@ versions and the device.
 from __future__ import annotations
 
 import datetime as _dt
-import importlib.metadata
 import os
-import platform
 import string
 import sys
 import time
@@ -21,17 +19,15 @@ from typing import Any, Iterator
 
 import torch
 
-from d4c import __version__
-from d4c.config import RunConfig, slug
+from d4c.config import RunConfig
+from d4c.environment import environment, package_versions
 from d4c.errors import D4CError
-from d4c.io import write_json
+from d4c.io import slug, write_json
 from d4c.models.identity import model_identity
 
 TASK = "zeroshot_classification"
 STAGES = ("load_model", "generation", "calibration", "reconstruction", "evaluation")
 OUTPUT_KEYS = ("dataset", "model", "task", "method", "q_config", "seed", "recon")
-PACKAGES = ("torch", "torchvision", "clip-anytorch", "clip-benchmark", "numpy", "scipy", "scikit-learn",
-            "pyyaml", "easydict", "tqdm")
 
 
 def output_path(config: RunConfig) -> Path:
@@ -41,7 +37,7 @@ def output_path(config: RunConfig) -> Path:
         "dataset": slug(config.dataset),
         "model": model_identity(config.model).slug(),
         "task": TASK,
-        "method": config.method,
+        "method": config.row,
         "q_config": "fp" if config.fp_model else slug(Path(config.q_config).stem),
         "seed": config.seed,
         "recon": "recon" if config.recon and not config.fp_model else "norecon",
@@ -81,31 +77,6 @@ class StageTimer:
         return out
 
 
-def package_versions() -> dict[str, str | None]:
-    """Installed versions of the packages a result depends on."""
-    versions: dict[str, str | None] = {"python": platform.python_version(), "d4c": __version__}
-    for name in PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
-
-
-def device_info(device: torch.device) -> dict[str, Any]:
-    """What the run ran on."""
-    info: dict[str, Any] = {"type": device.type, "torch_threads": torch.get_num_threads(),
-                            "cpu_count": os.cpu_count(), "platform": platform.platform()}
-    if device.type == "cuda":
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        info["name"] = torch.cuda.get_device_name(index)
-        info["cuda"] = torch.version.cuda
-        info["max_memory_allocated_mb"] = round(torch.cuda.max_memory_allocated(index) / 2**20, 1)
-    else:
-        info["name"] = platform.processor() or platform.machine()
-    return info
-
-
 def build_record(config: RunConfig, metrics: dict[str, float], timer: StageTimer, device: torch.device,
                  quant_config: dict | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The result record of one run."""
@@ -116,14 +87,14 @@ def build_record(config: RunConfig, metrics: dict[str, float], timer: StageTimer
         "task": TASK,
         "metrics": metrics,
         "language": "en",
-        "method": config.method,
+        "method": config.row,
         "recon": bool(config.recon and not config.fp_model),
         "seed": config.seed,
         "q_config": quant_config,
         "args": config.as_flags(),
         "timings_s": timer.as_dict(),
         "versions": package_versions(),
-        "device": device_info(device),
+        "device": environment(device),
         "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -1,4 +1,5 @@
-"""Process-wide runtime helpers: seeding, device selection, intra-op threads, Adam."""
+"""Process-wide runtime helpers: seeding, device selection, the offline switch, intra-op threads, the optimiser of
+every stage."""
 
 from __future__ import annotations
 
@@ -13,6 +14,12 @@ import torch
 from d4c.errors import D4CError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
+OFFLINE_ENV = "D4C_OFFLINE"
+
+
+def offline() -> bool:
+    """True when ``D4C_OFFLINE`` is set: no model or dataset download is attempted."""
+    return os.environ.get(OFFLINE_ENV, "") not in ("", "0", "false", "False")
 
 
 def seed_everything(seed: int) -> None:
@@ -25,13 +32,13 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """Return the torch device for ``--device``: ``auto`` picks CUDA when available, else the CPU."""
+    """The torch device called ``name``: ``auto`` picks CUDA when available, else the CPU."""
     if name not in DEVICE_CHOICES and not name.startswith("cuda:"):
-        raise D4CError(f"--device must be one of {', '.join(DEVICE_CHOICES)} or cuda:N, got {name!r}.")
+        raise D4CError(f"must be one of {', '.join(DEVICE_CHOICES)} or cuda:N, got {name!r}.", "device")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise D4CError(f"--device {name} was requested but no CUDA device is available on this machine.")
+        raise D4CError(f"{name} was requested but no CUDA device is available on this machine.", "device")
     return torch.device(name)
 
 

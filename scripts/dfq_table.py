@@ -5,7 +5,7 @@
     python scripts/dfq_table.py --dry_run            # print the commands only
     python scripts/dfq_table.py --render_only        # rebuild the table from existing result files
 
-Rows (SPEC 1): FP, real-data PTQ, Gaussian noise, the baseline (BNS for tiny-rn, PSE for
+Rows (docs/method.md, "The paper's rows"): FP, real-data PTQ, Gaussian noise, the baseline (BNS for tiny-rn, PSE for
 tiny-vit) and D4C configs 0-3; columns: W4A8 (exp/config48.yaml) and W4A4 (exp/config44.yaml)
 for tiny-vit and tiny-rn on ``digits``, every quantized row with ``--recon``. The generated rows
 run with the reference schedule and again with ``--gen_schedule batched``. Generation is reduced
@@ -30,21 +30,25 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from d4c.cli import row_argv  # noqa: E402
+from d4c.io import replace_marked_block, write_json  # noqa: E402
+from d4c.quantization.qconfig import write_derived_qconfig  # noqa: E402
+
 START, END = "<!-- dfq-table:start -->", "<!-- dfq-table:end -->"
 MODELS = ("tiny-vit", "tiny-rn")
 BITS = {"W4A8": "config48.yaml", "W4A4": "config44.yaml"}  # in --exp_dir
 SCHEDULES = ("reference", "batched")
-# (row key, label, flags); rows after the first three depend on the generation schedule.
-ROWS = [
-    ("fp", "FP (no quantization)", ["--fp_model"]),
-    ("real", "Real-data PTQ (train images)", []),
-    ("gaussian", "Gaussian noise", ["--dfq"]),
-    ("baseline", "BNS (tiny-rn) / PSE (tiny-vit)", ["--dfq", "--gen_img", "--gen_method", "baseline"]),
-    ("d4c0", "D4C config 0 (PGSI)", ["--dfq", "--gen_img", "--d4c_config", "0"]),
-    ("d4c1", "D4C config 1 (PGSI + SCG)", ["--dfq", "--gen_img", "--d4c_config", "1"]),
-    ("d4c2", "D4C config 2 (PGSI + PAE)", ["--dfq", "--gen_img", "--d4c_config", "2"]),
-    ("d4c3", "D4C config 3 (PGSI + SCG + PAE)", ["--dfq", "--gen_img", "--d4c_config", "3"]),
-]
+# (row, label, its flags); rows after the first three depend on the generation schedule.
+ROWS = [(row, label, row_argv(row)) for row, label in [
+    ("fp", "FP (no quantization)"),
+    ("real", "Real-data PTQ (train images)"),
+    ("gaussian", "Gaussian noise"),
+    ("baseline", "BNS (tiny-rn) / PSE (tiny-vit)"),
+    ("d4c0", "D4C config 0 (PGSI)"),
+    ("d4c1", "D4C config 1 (PGSI + SCG)"),
+    ("d4c2", "D4C config 2 (PGSI + PAE)"),
+    ("d4c3", "D4C config 3 (PGSI + SCG + PAE)"),
+]]
 GENERATED = {"baseline", "d4c0", "d4c1", "d4c2", "d4c3"}
 LABELS = {key: label for key, label, _ in ROWS}
 
@@ -75,11 +79,8 @@ def q_config_args(bits: str, recon_iters: int, work: Path, exp_dir: Path, num_im
     if not path.is_file():
         raise SystemExit(f"dfq_table.py: error: {path} is missing (the quantization configs come with the PTQ engine).")
     if num_images is not None:
-        derived = work / "configs" / f"{path.stem}_img{num_images}.yaml"
-        derived.parent.mkdir(parents=True, exist_ok=True)
-        derived.write_text(f"# derived by scripts/dfq_table.py\nroot: {path.resolve()}\n"
-                           f"calibrate: {{visual: {num_images}}}\n")
-        path = derived
+        path = write_derived_qconfig(work / "configs" / f"{path.stem}_img{num_images}.yaml", path,
+                                     {"calibrate": {"visual": num_images}}, comment="derived by scripts/dfq_table.py")
     return ["--q_config", str(path), "--recon_iters", str(recon_iters)]
 
 
@@ -194,8 +195,6 @@ def main(argv: list[str] | None = None) -> int:
             f"{f' --num_images {args.num_images}' if args.num_images else ''}`.")
     table = render_table(entries, args.models, args.bits, args.schedules, note)
     print(table)
-    from d4c.io import replace_marked_block, write_json
-
     write_json(args.summary, {"settings": vars(args),
                               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "entries": entries})
     readme = Path(args.readme)

@@ -4,19 +4,20 @@
     python scripts/generate.py --model tiny-vit --gen_method d4c --d4c_config 3 --gen_iter 200 \\
         --custom_file d4c/template/digits_classnames_templates.json --img_path out/
 
-``--gen_method``: d4c, baseline (BNS for ResNets, PSE for ViTs), bns, pse, or gaussian (plain
-N(0, 1) noise); generation is always on (``--dfq --gen_img`` are implied). The images go through
-the same cache as the pipeline (``--gen_cache_dir``, ``--gen_force``), are checkpointed every
-``--gen_ckpt_every`` iterations, and the run prints its time. ``--summary FILE`` writes a JSON with
-the settings, timing, loss history and FP-model diagnostics of the images
-(:mod:`d4c.generation.diagnostics`).
+``--gen_method``: any registered method (d4c, bns, pse, gaussian: plain N(0, 1) noise) or
+baseline (BNS for ResNets, PSE for ViTs); generation is always on (``--dfq --gen_img`` are
+implied). The images go through the same cache as the pipeline (``--gen_cache_dir``,
+``--gen_force``), are checkpointed every ``--gen_ckpt_every`` iterations, and the run prints its
+time. ``--summary FILE`` writes a JSON with the settings, timing, loss history, environment and
+FP-model diagnostics of the images (:mod:`d4c.generation.diagnostics`).
 """
 
 from __future__ import annotations
 
 import argparse
-import platform
+import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -24,34 +25,32 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import d4c  # noqa: E402,F401  (before clip: silences its pkg_resources notice)
-from d4c.cli import _add_generation_flags, _add_model_flags  # noqa: E402
-from d4c.config import RunConfig  # noqa: E402
+from d4c.cli import add_run_flags, configure_logging, describe_error  # noqa: E402
+from d4c.config import DFQ, MODEL, RunConfig  # noqa: E402
 from d4c.data.prompts import load_prompt_file  # noqa: E402
+from d4c.environment import environment  # noqa: E402
 from d4c.errors import D4CError  # noqa: E402
 from d4c.generation.cache import NO_CACHE, PseudoImageCache  # noqa: E402
 from d4c.generation.diagnostics import image_diagnostics  # noqa: E402
-from d4c.generation.settings import DEFAULT_NUM_IMAGES, GenerationSettings  # noqa: E402
-from d4c.generation.synthesis import resolve_method, synthesize  # noqa: E402
+from d4c.generation.settings import DEFAULT_NUM_IMAGES  # noqa: E402
+from d4c.generation.synthesis import synthesize  # noqa: E402
 from d4c.io import write_json  # noqa: E402
 from d4c.models.loading import load_clip  # noqa: E402
 from d4c.preflight import check_file_target, check_folder_target, check_model  # noqa: E402
 from d4c.runtime import resolve_device  # noqa: E402
 
 PROG = "generate.py"
+logger = logging.getLogger("d4c.scripts.generate")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The main CLI's model and generation flags, plus a few of this script's own."""
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_model_flags(parser)
-    _add_generation_flags(parser)
+    add_run_flags(parser, groups=(MODEL, DFQ))
     for action in parser._actions:
         if action.dest in ("dfq", "gen_img"):
             action.help = argparse.SUPPRESS  # implied here
-        if action.dest == "gen_method":
-            action.choices = list(action.choices) + ["gaussian"]
-            action.help += "; gaussian: plain N(0, 1) noise"
     group = parser.add_argument_group("this script")
     group.add_argument("--seed", default=0, type=int, help="seed of the generation (default: %(default)s)")
     group.add_argument("--num_images", default=DEFAULT_NUM_IMAGES, type=int,
@@ -66,36 +65,26 @@ def run(args: argparse.Namespace) -> dict:
     """Generate as the flags say; return the summary record."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    gaussian = args.gen_method == "gaussian"
-    config = RunConfig(model=args.model, model_cache_dir=args.model_cache_dir, device=args.device, dfq=True,
-                       gen_img=not gaussian, gen_method="d4c" if gaussian else args.gen_method,
-                       d4c_config=args.d4c_config, custom_file=args.custom_file, gen_batch_size=args.gen_batch_size,
-                       gen_lr=args.gen_lr, gen_iter=args.gen_iter, img_path=args.img_path,
-                       gen_schedule=args.gen_schedule, gen_cache_dir=args.gen_cache_dir, gen_force=args.gen_force,
-                       gen_ckpt_every=args.gen_ckpt_every, seed=args.seed)
-    config.validate()
-    if args.num_images < 1:
-        raise D4CError(f"--num_images must be positive, got {args.num_images}.")
+    config = RunConfig.from_flags(vars(args))
+    settings = replace(config.generation, seed=args.seed, num_images=args.num_images)
     # Every output location and what is known about the model, before it is loaded.
-    for folder, flag in ((config.img_path, "--img_path"), (config.gen_cache_dir, "--gen_cache_dir")):
+    for folder, parameter in ((config.img_path, "img_path"), (config.gen_cache_dir, "gen_cache_dir")):
         if folder and folder not in NO_CACHE:
-            check_folder_target(Path(folder).expanduser(), flag)
+            check_folder_target(Path(folder).expanduser(), parameter)
     if args.summary:
-        check_file_target(Path(args.summary), "--summary", "summary")
-    check_model(config)
+        check_file_target(Path(args.summary), "summary", "summary")
+    check_model(replace(config, dfq=True, gen_img=True))
     device = resolve_device(config.device)
     loaded = load_clip(config.model, device, config.model_cache_dir)
-    method = resolve_method(config, loaded)
-    prompts = load_prompt_file(config.custom_file).prompts() if method == "d4c" else None
-    settings = GenerationSettings.from_run_config(config, method, args.num_images)
+    prompts = load_prompt_file(config.custom_file).prompts()
     outcome = synthesize(settings, loaded, device, prompts, cache=PseudoImageCache.from_flag(config.gen_cache_dir),
                          force=config.gen_force, img_path=config.img_path, progress=not args.no_progress)
+    settings = outcome.settings
     diagnostics = image_diagnostics(loaded.model, outcome.images, prompts, outcome.targets)
-    print("FP-model diagnostics: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                                                for k, v in diagnostics.items()))
+    logger.info("FP-model diagnostics: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                                      for k, v in diagnostics.items()))
     return {
-        "model": config.model, "settings": settings.as_dict(), "device": str(device),
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "platform": platform.platform(),
+        "model": config.model, "settings": settings.as_dict(), "environment": environment(device),
         "from_cache": outcome.from_cache, "cache_path": str(outcome.cache_path) if outcome.cache_path else None,
         "generation_seconds": round(outcome.generation_seconds, 3),
         "seconds_per_iteration": (round(outcome.generation_seconds / max(settings.gen_iter - outcome.resumed_from, 1), 4)
@@ -107,18 +96,20 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging()
     try:
         record = run(args)
     except D4CError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(f"{PROG}: error: {describe_error(exc, parser)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; the last checkpoint is kept and the next run resumes from it.", file=sys.stderr)
         return 130
     if args.summary:
         write_json(args.summary, record)
-        print(f"Summary written to {args.summary}.")
+        logger.info(f"Summary written to {args.summary}.")
     return 0
 
 

@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from d4c.cli import main as cli_main  # noqa: E402
 from d4c.io import replace_marked_block, write_json  # noqa: E402
+from d4c.quantization.qconfig import write_derived_qconfig  # noqa: E402
 
 CONFIGS = ("config44", "config48", "config66", "config88")
 LABELS = {"config44": "W4A4", "config48": "W4A8", "config66": "W6A6", "config88": "W8A8"}
@@ -39,10 +40,8 @@ def _config_path(config: str, observer: str | None, results_dir: Path) -> str:
     shipped = ROOT / "exp" / f"{config}.yaml"
     if not observer:
         return str(shipped)
-    derived = results_dir / "configs" / f"{config}_{observer}.yaml"
-    derived.parent.mkdir(parents=True, exist_ok=True)
-    derived.write_text(f"root: {shipped}\na_qconfig: {{observer: {observer}}}\nw_qconfig: {{observer: {observer}}}\n")
-    return str(derived)
+    overrides = {"a_qconfig": {"observer": observer}, "w_qconfig": {"observer": observer}}
+    return str(write_derived_qconfig(results_dir / "configs" / f"{config}_{observer}.yaml", shipped, overrides))
 
 
 def _run(out: Path, flags: list[str]) -> dict:

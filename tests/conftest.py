@@ -27,14 +27,18 @@ def _offline(monkeypatch):
     monkeypatch.setenv("D4C_OFFLINE", "1")
 
 
+TEST_THREADS_ENV = "D4C_TEST_THREADS"
+
+
 @pytest.fixture
 def one_thread():
     """One torch intra-op thread, restored afterwards (test folders of many tiny ops use it autouse).
 
     Tensors that small gain nothing from intra-op threads, and on a loaded 2-core machine every
-    parallel region can wait for a descheduled thread (up to ~100x slower)."""
+    parallel region can wait for a descheduled thread (up to ~100x slower). ``D4C_TEST_THREADS=N``
+    runs these tests with N threads instead (the portability check of several thread counts)."""
     previous = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(int(os.environ.get(TEST_THREADS_ENV, "1")))
     yield
     torch.set_num_threads(previous)
 
@@ -64,14 +68,12 @@ def fast_qconfig(tmp_path):
     """
 
     def make(base: str = "config48", **sections) -> str:
-        import yaml
+        from d4c.quantization.qconfig import write_derived_qconfig
 
-        doc = {"root": str(REPO_ROOT / "exp" / f"{base}.yaml"),
-               "a_qconfig": {"observer": "MinMaxObserver"}, "w_qconfig": {"observer": "MinMaxObserver"}}
+        overrides = {"a_qconfig": {"observer": "MinMaxObserver"}, "w_qconfig": {"observer": "MinMaxObserver"}}
         for section, keys in sections.items():
-            doc.setdefault(section, {}).update(keys)
+            overrides.setdefault(section, {}).update(keys)
         path = tmp_path / f"{base}_minmax_{len(list(tmp_path.glob('*.yaml')))}.yaml"
-        path.write_text(yaml.safe_dump(doc))
-        return str(path)
+        return str(write_derived_qconfig(path, REPO_ROOT / "exp" / f"{base}.yaml", overrides))
 
     return make

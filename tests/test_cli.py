@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from d4c.cli import build_parser
+from d4c.cli import build_parser, describe_error, main, row_argv
 from d4c.config import RunConfig
 from d4c.errors import D4CError
+from d4c.generation import GenerationSettings, available_methods, generation_rows
 
-# SPEC section 1: flag -> default, as in the reference implementation.
-SPEC_DEFAULTS = {
+# The paper's flags and their defaults, as in the reference implementation (docs/method.md, "The command line").
+PAPER_DEFAULTS = {
     "dataset": "cifar10",
     "dataset_root": None,
     "split": "test",
@@ -38,7 +39,7 @@ SPEC_DEFAULTS = {
 
 def test_every_spec_flag_parses_with_its_default():
     args = vars(build_parser().parse_args([]))
-    for flag, default in SPEC_DEFAULTS.items():
+    for flag, default in PAPER_DEFAULTS.items():
         assert flag in args, f"--{flag} missing"
         assert args[flag] == default, f"--{flag} default {args[flag]!r} != {default!r}"
 
@@ -48,39 +49,113 @@ def test_every_flag_has_help_text():
         assert action.help, f"{action.option_strings} has no help text"
 
 
+def _config(argv: list[str]) -> RunConfig:
+    return RunConfig.from_flags(vars(build_parser().parse_args(argv)))
+
+
+def test_parser_defaults_are_the_configs():
+    """The parser is built from RunConfig (and the generation settings and method options): same defaults."""
+    parsed = _config([])
+    assert parsed == RunConfig() and parsed.as_flags() == RunConfig().as_flags()
+    assert set(vars(build_parser().parse_args([]))) == set(RunConfig().as_flags())
+
+
 def test_paper_command_parses_unchanged():
     argv = ["--dataset", "cifar10", "--dataset_root", "./your/dataset/root", "--model", "ViT-B/32",
             "--q_config", "./exp/config66.yaml", "--recon", "--dfq", "--gen_img"]
-    config = RunConfig.from_namespace(build_parser().parse_args(argv))
+    config = _config(argv)
     assert (config.recon, config.dfq, config.gen_img) == (True, True, True)
-    assert config.method == "d4c3"
+    assert config.row == "d4c3" and config.generation.options["d4c_config"] == 3
 
 
-@pytest.mark.parametrize("argv, method", [
+@pytest.mark.parametrize("argv, row", [
     (["--fp_model"], "fp"),
     ([], "real"),
     (["--dfq"], "gaussian"),
     (["--dfq", "--gen_img", "--gen_method", "baseline"], "baseline"),
+    (["--dfq", "--gen_img", "--gen_method", "pse"], "pse"),
     (["--dfq", "--gen_img", "--d4c_config", "1"], "d4c1"),
 ])
-def test_paper_rows_map_to_methods(argv, method):
-    assert RunConfig.from_namespace(build_parser().parse_args(argv)).method == method
+def test_paper_rows_map_to_flags_and_back(argv, row):
+    assert _config(argv).row == row
+    assert row_argv(row) == argv
+    assert RunConfig.for_row(row).row == row and RunConfig.for_row(row) == _config(argv)
+
+
+def test_every_row_round_trips():
+    for row in ["fp", "real", *generation_rows()]:
+        assert _config(row_argv(row)).row == row, row
 
 
 @pytest.mark.parametrize("argv, flag", [
     (["--gen_iter", "0"], "--gen_iter"),
     (["--gen_batch_size", "-1"], "--gen_batch_size"),
     (["--gen_lr", "0"], "--gen_lr"),
+    (["--gen_ckpt_every", "-1"], "--gen_ckpt_every"),
     (["--batch_size", "0"], "--batch_size"),
     (["--num_workers", "-2"], "--num_workers"),
     (["--gen_img"], "--gen_img"),
 ])
-def test_invalid_values_name_the_flag(argv, flag):
-    with pytest.raises(D4CError, match=flag):
-        RunConfig.from_namespace(build_parser().parse_args(argv))
+def test_invalid_values_name_the_flag(argv, flag, capsys):
+    assert main([*argv, "--fp_model", "--dataset", "digits"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"d4c-quant: error: {flag} ") and len(err.splitlines()) == 1
+
+
+def test_library_errors_name_parameters_and_the_cli_shows_flags():
+    with pytest.raises(D4CError) as info:
+        GenerationSettings(gen_iter=0)
+    assert info.value.parameter == "gen_iter" and str(info.value) == "gen_iter must be positive, got 0."
+    assert describe_error(info.value, build_parser()) == "--gen_iter must be positive, got 0."
+    prompts = D4CError("holds no generation prompts.", "prompts")
+    method = D4CError("bns (BNS) needs BatchNorm layers.", "method")
+    assert describe_error(prompts, build_parser()).startswith("--custom_file holds")
+    assert describe_error(method, build_parser()).startswith("--gen_method bns")
 
 
 def test_unknown_choices_are_rejected_by_argparse(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--d4c_config", "4"])
     assert "--d4c_config" in capsys.readouterr().err
+
+
+def test_gen_method_choices_are_the_registered_methods_and_baseline():
+    action = next(a for a in build_parser()._actions if a.dest == "gen_method")
+    assert action.choices == [*available_methods(), "baseline"] and {"d4c", "bns", "pse"} <= set(action.choices)
+
+
+@pytest.fixture
+def extra_method():
+    """A method registered for one test, the way a new method module registers itself."""
+    from d4c.generation.methods import GenerationMethod, Option, register
+    from d4c.generation.methods.base import _REGISTRY
+
+    @register
+    class Extra(GenerationMethod):
+        name = "extra_test_method"
+        options = (Option("extra_width", 8, "the width", choices=(8, 16)),
+                   Option("extra_set", [], "KEY=VALUE settings, repeatable", metavar="KEY=VALUE"))
+        seen: list = []
+
+        @classmethod
+        def check_options(cls, settings):
+            cls.seen.append(cls.option_values(settings))
+
+    yield Extra
+    del _REGISTRY[Extra.name]
+
+
+def test_a_registered_method_brings_its_flags_choice_and_row(extra_method):
+    argv = ["--dfq", "--gen_img", "--gen_method", "extra_test_method", "--extra_width", "16",
+            "--extra_set", "a=1", "--extra_set", "b=2"]
+    config = _config(argv)
+    assert config.row == "extra_test_method" and row_argv("extra_test_method") == ["--dfq", "--gen_img",
+                                                                                  "--gen_method", "extra_test_method"]
+    assert extra_method.seen[-1] == {"extra_width": 16, "extra_set": ["a=1", "b=2"]}  # checked before any model
+    assert _config([]).generation.options["extra_set"] == [] and "extra_test_method" in generation_rows()
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--extra_width", "9"])
+    with pytest.raises(ValueError, match="reuses"):
+        from d4c.generation.methods import GenerationMethod, Option, register
+
+        register(type("Clash", (GenerationMethod,), {"name": "clash", "options": (Option("extra_width", 1, "x"),)}))

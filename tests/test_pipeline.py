@@ -32,6 +32,7 @@ def _reference_accuracy(name: str) -> float:
     return (logits.argmax(1) == torch.as_tensor(ds.targets)).float().mean().item()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["tiny-vit", "tiny-rn"])
 def test_fp_evaluation_of_the_zoo(name, tmp_path, capsys):
     out = tmp_path / "{dataset}_{model}_{task}.json"
@@ -45,6 +46,7 @@ def test_fp_evaluation_of_the_zoo(name, tmp_path, capsys):
     assert f"acc1 {acc1:.4f}" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_result_file_has_the_documented_keys(tmp_path):
     out = tmp_path / "r.json"
     assert main(["--fp_model", "--model", "tiny-vit", "--dataset", "digits", "--num_workers", "0",
@@ -97,6 +99,7 @@ def _run(tmp_path, name, *flags):
     return json.loads(out.read_text()), out
 
 
+@pytest.mark.slow
 def test_w8a8_real_data_ptq_stays_close_to_full_precision(tmp_path, fast_qconfig):
     fp, _ = _run(tmp_path, "fp", "--model", "tiny-vit", "--fp_model")
     q, out = _run(tmp_path, "q", "--model", "tiny-vit", "--q_config", fast_qconfig("config88"))
@@ -110,6 +113,7 @@ def test_w8a8_real_data_ptq_stays_close_to_full_precision(tmp_path, fast_qconfig
     assert fp["q_config"] is None and not (tmp_path / "fp.quant.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_gaussian_dfq_with_reconstruction_and_saved_state_round_trip(tmp_path, fast_qconfig, capsys):
     config = fast_qconfig("config48", calibrate={"visual": 16, "text": 32},
                           recon={"visual_batch_size": 4, "text_batch_size": 4})
@@ -131,6 +135,7 @@ def test_gaussian_dfq_with_reconstruction_and_saved_state_round_trip(tmp_path, f
     assert "holds a quantized tiny-rn" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_d4c_run_generates_calibrates_and_reuses_cached_images(tmp_path, fast_qconfig, capsys):
     config = fast_qconfig("config48", calibrate={"visual": 4, "text": 16},
                           recon={"visual_batch_size": 2, "text_batch_size": 2})
@@ -155,3 +160,33 @@ def test_reconstruction_fingerprint_digest_tells_image_sets_apart():
     other[1, 2, 7, 7] += 1e-6
     assert _tensor_sha256(images) == _tensor_sha256(images.clone()) == _tensor_sha256(images.double())
     assert _tensor_sha256(images) != _tensor_sha256(other)
+
+
+@pytest.mark.parametrize("flags, row, stage", [
+    ([], "real", "calibration"),
+    (["--dfq"], "gaussian", "generation"),
+    (["--dfq", "--gen_img", "--gen_iter", "2", "--gen_batch_size", "2", "--d4c_config", "0"], "d4c0", "generation"),
+])
+def test_the_pipeline_calibrates_on_the_images_of_the_row(tmp_path, fast_qconfig, flags, row, stage):
+    from d4c.cli import build_parser
+    from d4c.config import RunConfig
+    from d4c.data.datasets import build_dataset
+    from d4c.pipeline import _calibration_images, _plan_quantization
+    from d4c.results import StageTimer
+
+    argv = ["--dataset", "digits", "--num_workers", "0", "--seed", "5", "--gen_cache_dir", "none",
+            "--q_config", fast_qconfig(calibrate={"visual": 6}), "--custom_file",
+            "./d4c/template/digits_classnames_templates.json", *flags]
+    config = RunConfig.from_flags(vars(build_parser().parse_args(argv)))
+    loaded, timer = load_clip("tiny-vit"), StageTimer()
+    images = _calibration_images(config, _plan_quantization(config), loaded, torch.device("cpu"), timer)
+    assert config.row == row and images.shape == (6, 3, 32, 32) and set(timer.seconds) == {stage}
+    noise = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(5))  # the documented N(0, 1) draw
+    if row == "gaussian":
+        assert torch.equal(images, noise)
+    elif row == "real":
+        train = build_dataset("digits", None, "train", loaded.preprocess)
+        pool = torch.stack([train[i][0] for i in range(len(train))]).flatten(1)
+        assert all(bool((pool == image.flatten()).all(1).any()) for image in images)
+    else:  # optimised from that starting point
+        assert torch.isfinite(images).all() and not torch.allclose(images, noise)

@@ -102,7 +102,7 @@ def test_a_baseline_of_the_wrong_family_is_known_from_the_name_or_the_file(tmp_p
     for model, method, needs in (("tiny-vit", "bns", "ResNet"), (str(vit_file), "bns", "ResNet"),
                                  (str(rn_archive), "pse", "ViT"), ("ViT-B/32", "bns", "ResNet")):
         line = _error(capsys, "--model", model, "--gen_method", method, *flags, "--model_cache_dir", str(tmp_path))
-        assert f"--gen_method {method}) needs a {needs}" in line, line
+        assert f"--gen_method {method} ({method.upper()}) needs a {needs}" in line, line
 
 
 # --- datasets --------------------------------------------------------------------------------------
@@ -215,8 +215,8 @@ def test_a_cached_file_failing_its_checksum_is_named_and_never_replaced(tmp_path
     before = (cache / "ViT-B-32.pt").read_bytes()
     line = _error(capsys, "--fp_model", "--model", "ViT-B/32", "--model_cache_dir", str(cache), *DIGITS,
                   "--output", str(tmp_path / "r.json"))
-    assert f"The cached {cache / 'ViT-B-32.pt'} exists but fails its SHA256 checksum" in line
-    assert f"--model {cache / 'ViT-B-32.pt'}" in line and "delete it" in line
+    assert f"--model_cache_dir {cache} holds ViT-B-32.pt, but the file fails its SHA256 checksum" in line
+    assert f"give the file itself as the model ({cache / 'ViT-B-32.pt'})" in line and "delete it" in line
     assert (cache / "ViT-B-32.pt").read_bytes() == before
 
 
@@ -224,10 +224,10 @@ def test_cache_entries_that_are_not_files(tmp_path, capsys, no_network, no_model
     (tmp_path / "cache" / "RN50.pt").mkdir(parents=True)
     run = ("--fp_model", "--model", "RN50", *DIGITS, "--output", str(tmp_path / "r.json"))
     line = _error(capsys, *run, "--model_cache_dir", str(tmp_path / "cache"))
-    assert "RN50.pt is a folder, not the checkpoint file" in line
+    assert "holds a folder RN50.pt, not the checkpoint file" in line
     (tmp_path / "afile").write_text("x")
     line = _error(capsys, *run, "--model_cache_dir", str(tmp_path / "afile"))
-    assert "--model_cache_dir" in line and f"{tmp_path / 'afile'} is a file" in line
+    assert line.startswith(f"d4c-quant: error: --model_cache_dir {tmp_path / 'afile'} cannot be a folder")
 
 
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::FutureWarning")
@@ -281,7 +281,7 @@ def test_same_named_checkpoints_write_different_results(tmp_path, capsys):
     shutil.copy(tmp_path / "out" / f"{model_identity(a).slug()}.json", tmp_path / "fixed.json")
     line = _error(capsys, "--fp_model", "--model", b, *DIGITS, "--output", str(tmp_path / "fixed.json"),
                   "--skip_existing")
-    assert f"holds a result of {a}" in line and "add {model} to --output" in line
+    assert f"holds a result of {a}" in line and "add {model} to its template" in line
 
 
 def test_load_quant_matches_the_model_by_its_checkpoint(tmp_path, capsys, fast_qconfig):

@@ -11,6 +11,7 @@ import torch
 from d4c.errors import D4CError
 from d4c.io import atomic_path, write_json
 from d4c.runtime import resolve_device, seed_everything
+from tests.numerics import assert_relative_close
 
 
 def _draw():
@@ -29,7 +30,7 @@ def test_seed_everything_seeds_python_numpy_and_torch():
 def test_resolve_device():
     assert resolve_device("cpu").type == "cpu"
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-    with pytest.raises(D4CError, match="--device"):
+    with pytest.raises(D4CError, match="^device must be one of"):
         resolve_device("tpu")
     if not torch.cuda.is_available():
         with pytest.raises(D4CError, match="no CUDA device"):
@@ -58,7 +59,8 @@ def test_atomic_writes_respect_the_umask(tmp_path):
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
 
 
-def test_adam_helper_uses_the_fused_kernel_and_matches_the_default_update():
+def test_adam_helper_matches_the_default_update():
+    """Whichever implementation this torch picks (fused where it has one), the update is Adam's."""
     from d4c.runtime import adam
 
     torch.manual_seed(0)
@@ -66,9 +68,9 @@ def test_adam_helper_uses_the_fused_kernel_and_matches_the_default_update():
     grads = [torch.randn_like(start) for _ in range(5)]
     fast, plain = start.clone().requires_grad_(True), start.clone().requires_grad_(True)
     optimizers = [adam([fast], 0.1), torch.optim.Adam([plain], lr=0.1)]
-    assert optimizers[0].param_groups[0]["fused"] is True  # torch 2.14 has the fused CPU kernel
     for grad in grads:
         for tensor, optimizer in zip((fast, plain), optimizers):
             tensor.grad = grad.clone()
             optimizer.step()
-    assert not torch.equal(fast, start) and torch.allclose(fast, plain, atol=1e-6)
+    assert not torch.equal(fast, start)
+    assert_relative_close(fast, plain, 1e-6, "parameters after five steps")

@@ -9,7 +9,8 @@
   meta file, each with at least one image file (clip_benchmark's 1000 class names follow the
   synsets' sorted order, so a partial folder would silently mislabel every image).
 
-Each problem is one :class:`D4CError` sentence naming the file and what was expected.
+Each problem is one :class:`D4CError` sentence about the dataset root (parameter ``dataset_root``)
+naming the file and what was expected.
 """
 
 from __future__ import annotations
@@ -32,44 +33,51 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".t
 """torchvision.datasets.folder.IMG_EXTENSIONS (lower case; ImageFolder compares case-insensitively)."""
 
 
-def _unpickle(path: Path, shown: str) -> Any:
+def _fail(root: Path, text: str) -> D4CError:
+    return D4CError(f"{root}: {text}", "dataset_root")
+
+
+def _unpickle(root: Path, name: str) -> Any:
     try:
-        with open(path, "rb") as f:
+        with open(root / name, "rb") as f:
             return pickle.load(f, encoding="latin1")
     except Exception as exc:  # noqa: BLE001 - truncated, not a pickle, wrong protocol: one sentence
-        raise D4CError(f"{shown} is not a readable CIFAR python pickle ({type(exc).__name__}): a partial or "
-                       f"corrupted download? Replace it with the file from the CIFAR python archive.") from None
+        raise _fail(root, f"{name} is not a readable CIFAR python pickle ({type(exc).__name__}): a partial or "
+                          f"corrupted download? Replace it with the file from the CIFAR python archive.") from None
 
 
-def check_cifar_batch(path: Path, label_key: str, num_classes: int, shown: str) -> int:
-    """Validate one CIFAR data pickle; return its number of images."""
-    entry = _unpickle(path, shown)
+def check_cifar_batch(root: Path, name: str, label_key: str, num_classes: int) -> int:
+    """Validate the CIFAR data pickle ``root/name``; return its number of images."""
+    entry = _unpickle(root, name)
     if not isinstance(entry, dict):
-        raise D4CError(f"{shown} holds a {type(entry).__name__}, expected the CIFAR dict with 'data' and '{label_key}'.")
+        raise _fail(root, f"{name} holds a {type(entry).__name__}, expected the CIFAR dict with 'data' and "
+                          f"'{label_key}'.")
     missing = [k for k in ("data", label_key) if k not in entry]
     if missing:
-        raise D4CError(f"{shown} is not a CIFAR data pickle: it lacks the key '{missing[0]}' "
-                       f"(expected 'data' and '{label_key}').")
+        raise _fail(root, f"{name} is not a CIFAR data pickle: it lacks the key '{missing[0]}' (expected 'data' "
+                          f"and '{label_key}').")
     data, labels = entry["data"], entry[label_key]
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != CIFAR_IMAGE_BYTES:
         shape = getattr(data, "shape", None)
         dtype = getattr(data, "dtype", type(data).__name__)
-        raise D4CError(f"{shown}: 'data' must be a uint8 array of N x {CIFAR_IMAGE_BYTES} pixels, got {dtype} of "
-                       f"shape {shape}.")
+        raise _fail(root, f"{name}: 'data' must be a uint8 array of N x {CIFAR_IMAGE_BYTES} pixels, got {dtype} of "
+                          f"shape {shape}.")
     labels = np.asarray(labels)
     if labels.shape != (data.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
-        raise D4CError(f"{shown}: '{label_key}' must hold one integer label per image ({data.shape[0]}), got "
-                       f"{labels.dtype} of shape {labels.shape}.")
+        raise _fail(root, f"{name}: '{label_key}' must hold one integer label per image ({data.shape[0]}), got "
+                          f"{labels.dtype} of shape {labels.shape}.")
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-        raise D4CError(f"{shown}: '{label_key}' must lie in 0..{num_classes - 1}, got {labels.min()}..{labels.max()}.")
+        raise _fail(root, f"{name}: '{label_key}' must lie in 0..{num_classes - 1}, got "
+                          f"{labels.min()}..{labels.max()}.")
     return int(data.shape[0])
 
 
-def check_cifar_meta(path: Path, names_key: str, num_classes: int, shown: str) -> None:
-    meta = _unpickle(path, shown)
+def check_cifar_meta(root: Path, name: str, names_key: str, num_classes: int) -> None:
+    """Validate the CIFAR meta pickle ``root/name`` (its class names)."""
+    meta = _unpickle(root, name)
     names = meta.get(names_key) if isinstance(meta, dict) else None
     if not isinstance(names, list) or len(names) != num_classes:
-        raise D4CError(f"{shown} is not the CIFAR meta file: expected '{names_key}' with {num_classes} class names.")
+        raise _fail(root, f"{name} is not the CIFAR meta file: expected '{names_key}' with {num_classes} class names.")
 
 
 def md5_matches(path: Path, md5: str) -> bool:
@@ -80,19 +88,18 @@ def md5_matches(path: Path, md5: str) -> bool:
     return digest.hexdigest() == md5
 
 
-def _load_imagenet_meta(path: Path) -> dict:
+def _load_imagenet_meta(root: Path) -> dict:
     import torch
 
-    shown = f"--dataset_root's {path.name} ({path})"
     try:
-        meta = torch.load(path, map_location="cpu", weights_only=True)
+        meta = torch.load(root / "meta.bin", map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - anything unreadable gets the same sentence
-        raise D4CError(f"{shown} is not torchvision's ImageNet meta file ({type(exc).__name__}): delete it and place "
-                       f"{DEVKIT} in the root, from which torchvision rebuilds it.") from None
+        raise _fail(root, f"meta.bin is not torchvision's ImageNet meta file ({type(exc).__name__}): delete it and "
+                          f"place {DEVKIT} in the root, from which torchvision rebuilds it.") from None
     if not (isinstance(meta, (tuple, list)) and len(meta) == 2 and isinstance(meta[0], dict) and meta[0]
             and all(isinstance(k, str) for k in meta[0])):
-        raise D4CError(f"{shown} is not torchvision's ImageNet meta file (expected (wnid_to_classes, val_wnids)): "
-                       f"delete it and place {DEVKIT} in the root, from which torchvision rebuilds it.")
+        raise _fail(root, f"meta.bin is not torchvision's ImageNet meta file (expected (wnid_to_classes, "
+                          f"val_wnids)): delete it and place {DEVKIT} in the root, from which torchvision rebuilds it.")
     return meta[0]
 
 
@@ -100,11 +107,11 @@ def check_imagenet_root(root: Path, folder: str) -> None:
     """Validate the meta file (or devkit) and the ``folder`` (train or val) class folders of an ImageNet root."""
     meta_file, devkit = root / "meta.bin", root / DEVKIT
     if meta_file.is_file():
-        wnids = set(_load_imagenet_meta(meta_file))
+        wnids = set(_load_imagenet_meta(root))
     elif devkit.is_file():
         if not md5_matches(devkit, DEVKIT_MD5):
-            raise D4CError(f"--dataset_root's {devkit} fails its MD5 checksum (torchvision verifies it before parsing): "
-                           f"download it again, or place a meta.bin beside it.")
+            raise _fail(root, f"{DEVKIT} fails its MD5 checksum (torchvision verifies it before parsing): download it "
+                              f"again, or place a meta.bin beside it.")
         wnids = None  # parsed by torchvision on first use
     else:
         return  # reported by the layout check
@@ -115,15 +122,15 @@ def check_imagenet_root(root: Path, folder: str) -> None:
     if wnids is not None:
         unknown = [c for c in classes if c not in wnids]
         if unknown:
-            raise D4CError(f"--dataset_root {root}: {folder}/{unknown[0]} is not a synset of meta.bin "
-                           f"({len(unknown)} such folder{'s' if len(unknown) > 1 else ''}).")
+            raise _fail(root, f"{folder}/{unknown[0]} is not a synset of meta.bin ({len(unknown)} such "
+                              f"folder{'s' if len(unknown) > 1 else ''}).")
     expected = len(wnids) if wnids is not None else IMAGENET_CLASSES
     if len(classes) != expected:
-        raise D4CError(f"--dataset_root {root}: {folder}/ holds {len(classes)} class folders, expected all {expected} "
-                       f"ImageNet synsets (the zero-shot class names follow their sorted order).")
+        raise _fail(root, f"{folder}/ holds {len(classes)} class folders, expected all {expected} ImageNet synsets (the "
+                          f"zero-shot class names follow their sorted order).")
     for name in classes:
         with os.scandir(split_dir / name) as entries:  # lazy: stops at the first image
             has_image = any(e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS) for e in entries)
         if not has_image:
-            raise D4CError(f"--dataset_root {root}: class folder {folder}/{name} holds no image file "
-                           f"({', '.join(IMAGE_EXTENSIONS[:3])}, ...).")
+            raise _fail(root, f"class folder {folder}/{name} holds no image file ({', '.join(IMAGE_EXTENSIONS[:3])}, "
+                              f"...).")

@@ -1,7 +1,7 @@
-"""Evaluation and calibration datasets by ``--dataset`` name.
+"""Evaluation and calibration datasets by name.
 
 ``cifar10``, ``cifar100`` and ``imagenet1k`` come from ``clip_benchmark``'s ``build_dataset``
-(its class names and zero-shot templates included), read from ``--dataset_root``; ``digits`` is
+(its class names and zero-shot templates included), read from the dataset root; ``digits`` is
 the offline dataset of :mod:`d4c.data.digits`. Before anything is read the root is checked, so a
 missing or incomplete folder stops with one sentence describing the expected layout, and so does a
 file whose content is not what the loader reads (:mod:`d4c.data.checks`). Files that
@@ -17,11 +17,13 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Callable
 
-from torch.utils.data import Dataset
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from d4c.data import checks
 from d4c.data.digits import DigitsDataset
 from d4c.errors import D4CError
+from d4c.runtime import offline
 
 SPLITS = ("train", "test")
 
@@ -47,12 +49,6 @@ DATASET_LAYOUTS = {
 DATASET_NAMES = tuple(DATASET_LAYOUTS)
 
 
-def _offline() -> bool:
-    from d4c.models.loading import offline
-
-    return offline()
-
-
 def _check_cifar(name: str, root: Path) -> bool:
     """Validate a CIFAR root; return True if its files are present, False if none are (download)."""
     folder, files = _CIFAR_FILES[name]
@@ -60,11 +56,11 @@ def _check_cifar(name: str, root: Path) -> bool:
     if not missing:
         return True
     if len(missing) < len(files):
-        raise D4CError(f"--dataset_root {root} is incomplete for {name} (missing {', '.join(missing)}): "
-                       f"expected {DATASET_LAYOUTS[name].replace('ROOT', str(root))}.")
-    if _offline():
-        raise D4CError(f"--dataset_root {root} holds no {name} files and downloads are disabled (D4C_OFFLINE): "
-                       f"expected {DATASET_LAYOUTS[name].replace('ROOT', str(root))}.")
+        raise D4CError(f"{root} is incomplete for {name} (missing {', '.join(missing)}): "
+                       f"expected {DATASET_LAYOUTS[name].replace('ROOT', str(root))}.", "dataset_root")
+    if offline():
+        raise D4CError(f"{root} holds no {name} files and downloads are disabled (D4C_OFFLINE): "
+                       f"expected {DATASET_LAYOUTS[name].replace('ROOT', str(root))}.", "dataset_root")
     return False
 
 
@@ -72,10 +68,9 @@ def _check_cifar_content(name: str, root: Path, split: str) -> None:
     """Read every pickle the split needs (one sentence for an unreadable or malformed one)."""
     folder, _ = _CIFAR_FILES[name]
     splits, meta, label_key, names_key, classes = _CIFAR_CONTENT[name]
-    base = root / folder
-    checks.check_cifar_meta(base / meta, names_key, classes, f"--dataset_root's {folder}/{meta}")
+    checks.check_cifar_meta(root, f"{folder}/{meta}", names_key, classes)
     for file in splits[split]:
-        checks.check_cifar_batch(base / file, label_key, classes, f"--dataset_root's {folder}/{file}")
+        checks.check_cifar_batch(root, f"{folder}/{file}", label_key, classes)
 
 
 def _cifar_md5_mismatches(name: str, root: Path) -> list[str]:
@@ -109,30 +104,31 @@ def _check_imagenet(root: Path, split: str) -> None:
         (root / f"ILSVRC2012_img_{folder}.tar").is_file()
     if not (has_meta and has_split):
         what = "meta.bin" if not has_meta else f"{folder}/ class folders"
-        raise D4CError(f"--dataset_root {root} is missing {what} for imagenet1k: expected "
-                       f"{DATASET_LAYOUTS['imagenet1k'].replace('ROOT', str(root))}.")
+        raise D4CError(f"{root} is missing {what} for imagenet1k: expected "
+                       f"{DATASET_LAYOUTS['imagenet1k'].replace('ROOT', str(root))}.", "dataset_root")
     checks.check_imagenet_root(root, folder)
 
 
 def check_dataset(name: str, root: str | None, split: str) -> None:
     """Raise a one-sentence :class:`D4CError` unless ``name``/``root``/``split`` can be loaded."""
     if name not in DATASET_NAMES:
-        raise D4CError(f"--dataset {name} is not supported; choose one of {', '.join(DATASET_NAMES)}.")
+        raise D4CError(f"{name} is not supported; choose one of {', '.join(DATASET_NAMES)}.", "dataset")
     if split not in SPLITS:
         raise D4CError(f"Split {split!r} of {name} does not exist; choose train or test.")
     if name == "digits":
         return
     if not root:
-        raise D4CError(f"--dataset_root is required for {name}: expected {DATASET_LAYOUTS[name]}.")
+        raise D4CError(f"is required for {name}: expected {DATASET_LAYOUTS[name]}.", "dataset_root")
     root_path = Path(root)
     if name in _CIFAR_FILES:
         if root_path.exists() and not root_path.is_dir():
-            raise D4CError(f"--dataset_root {root} is a file, expected a folder with {DATASET_LAYOUTS[name]}.")
+            raise D4CError(f"{root} is a file, expected a folder with {DATASET_LAYOUTS[name]}.", "dataset_root")
         if _check_cifar(name, root_path):
             _check_cifar_content(name, root_path, split)
     elif name == "imagenet1k":
         if not root_path.is_dir():
-            raise D4CError(f"--dataset_root {root} does not exist: expected {DATASET_LAYOUTS[name].replace('ROOT', root)}.")
+            raise D4CError(f"{root} does not exist: expected {DATASET_LAYOUTS[name].replace('ROOT', root)}.",
+                           "dataset_root")
         _check_imagenet(root_path, split)
 
 
@@ -146,8 +142,8 @@ def build_dataset(name: str, root: str | None, split: str, transform: Callable |
     download = name in _CIFAR_FILES and not _check_cifar(name, Path(root))
     unofficial = [] if download or name not in _CIFAR_FILES else _cifar_md5_mismatches(name, Path(root))
     if unofficial:
-        warnings.warn(f"{name} in --dataset_root {root}: {', '.join(unofficial)} differ from the official release "
-                      f"(MD5); their structure is valid, so they are used as they are.", stacklevel=2)
+        warnings.warn(f"{name} in {root}: {', '.join(unofficial)} differ from the official release (MD5); their "
+                      f"structure is valid, so they are used as they are.", stacklevel=2)
     try:
         with _structure_checked_cifar() if unofficial else nullcontext():
             return clip_benchmark_build(name, root=os.fspath(root), transform=transform, split=split,
@@ -155,5 +151,17 @@ def build_dataset(name: str, root: str | None, split: str, transform: Callable |
     except (RuntimeError, OSError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         action = "could not be downloaded" if download else "could not be read"
-        raise D4CError(f"{name} in --dataset_root {root} {action} ({reason}): expected "
-                       f"{DATASET_LAYOUTS[name].replace('ROOT', str(root))}.") from None
+        raise D4CError(f"{root}: {name} {action} ({reason}): expected "
+                       f"{DATASET_LAYOUTS[name].replace('ROOT', str(root))}.", "dataset_root") from None
+
+
+def sample_images(dataset: Dataset, count: int, seed: int, num_workers: int = 0) -> torch.Tensor:
+    """``count`` distinct images of ``dataset`` drawn with ``seed`` (no replacement), as one ``[count, ...]`` tensor.
+
+    Real-data calibration takes its images this way (docs/method.md, "Calibration").
+    """
+    if len(dataset) < count:
+        raise ValueError(f"the dataset has {len(dataset)} images, fewer than {count}")
+    indices = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:count].tolist()
+    loader = DataLoader(Subset(dataset, indices), batch_size=64, shuffle=False, num_workers=num_workers)
+    return torch.cat([batch for batch, _ in loader])

@@ -6,7 +6,7 @@ files their SHA-256, or size and modification time above 256 MiB), the method an
 iterations, schedule, seed, input resolution and the generation code's version. Its SHA-256 is
 the key. ``<key>.pt`` holds the images, ``<key>.json`` the recipe (readable), and
 ``<key>.ckpt.pt`` the resumable checkpoint while a generation is under way. Every file is
-written atomically. The default folder is ``./cache/pseudo_images`` (``--gen_cache_dir``).
+written atomically. The default folder is ``./cache/pseudo_images``.
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ from typing import Any, Sequence
 
 import torch
 
-from d4c.config import slug
+from d4c.errors import D4CError
 from d4c.generation.checkpoint import CheckpointStore
 from d4c.generation.methods import method_class
+from d4c.generation.rows import row_of
 from d4c.generation.settings import GenerationSettings
-from d4c.io import save_torch, write_json
+from d4c.io import load_torch, save_torch, slug, write_json
 
 GENERATION_CODE_VERSION = 3
 """Bump whenever a change to the generation code changes the images a recipe produces (3: PAE erasing
@@ -59,7 +60,7 @@ def model_identity(name: str, source: str) -> dict[str, Any]:
 
 def build_recipe(settings: GenerationSettings, model_name: str, model_source: str, resolution: int,
                  prompts: Sequence[str] | None) -> dict[str, Any]:
-    """The recipe of one generation (what its images depend on)."""
+    """The recipe of one generation (what its images depend on); ``settings.method`` is a registered method."""
     return {
         "model": model_identity(model_name, model_source),
         "method": settings.method,
@@ -88,13 +89,12 @@ class PseudoImageCache:
 
     @staticmethod
     def from_flag(value: str | None) -> "PseudoImageCache | None":
-        """The cache named by ``--gen_cache_dir`` (None when it is ``none``)."""
+        """The cache in folder ``value`` (None when it is ``none``, ``off`` or empty: no caching)."""
         return None if value is None or value in NO_CACHE else PseudoImageCache(value)
 
     def stem(self, key: str, model_name: str, settings: GenerationSettings) -> str:
-        """A readable file stem: model, method, key prefix."""
-        method = f"d4c{settings.d4c_config}" if settings.method == "d4c" else settings.method
-        return f"{slug(model_name)}_{method}_{settings.gen_schedule}_{key[:16]}"
+        """A readable file stem: model, row (``d4c3``, ``bns``), schedule, key prefix."""
+        return f"{slug(model_name)}_{row_of(settings)}_{settings.gen_schedule}_{key[:16]}"
 
     def images_path(self, stem: str) -> Path:
         return self.root / f"{stem}.pt"
@@ -107,18 +107,16 @@ class PseudoImageCache:
         return CheckpointStore(self.root / f"{stem}.ckpt.pt", key)
 
     def load(self, stem: str, key: str) -> dict[str, Any] | None:
-        """The cached entry of ``key`` (``images``, ``targets``, ``recipe``), or None (absent, unreadable, other recipe)."""
+        """The cached entry of ``key`` (``images``, ``targets``, ``recipe``); None if absent, unreadable or other."""
         path = self.images_path(stem)
         if not path.is_file():
             return None
         try:
-            stored = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - a damaged cache entry is regenerated, not fatal
-            warnings.warn(f"Ignoring unreadable cached pseudo images {path} ({type(exc).__name__}).", stacklevel=2)
+            stored = load_torch(path, "file of cached pseudo images")
+        except D4CError as exc:  # a damaged cache entry is regenerated, not fatal
+            warnings.warn(f"{exc} Ignoring it: the images are generated again.", stacklevel=2)
             return None
-        if not isinstance(stored, dict) or stored.get("key") != key:
-            return None
-        return stored
+        return stored if stored.get("key") == key else None
 
     def save(self, stem: str, key: str, images: torch.Tensor, targets: torch.Tensor | None, recipe: dict[str, Any],
              info: dict[str, Any]) -> Path:

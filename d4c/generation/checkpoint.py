@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from d4c.io import save_torch
+from d4c.errors import D4CError
+from d4c.io import load_torch, save_torch
 
 
 @dataclass
@@ -33,11 +34,11 @@ class CheckpointStore:
         if not self.path.is_file():
             return None
         try:
-            state = torch.load(self.path, map_location=device, weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - an unreadable checkpoint only costs a fresh start
-            warnings.warn(f"Ignoring unreadable generation checkpoint {self.path} ({type(exc).__name__}).", stacklevel=2)
+            state = load_torch(self.path, "generation checkpoint", map_location=device)
+        except D4CError as exc:  # an unreadable checkpoint only costs a fresh start
+            warnings.warn(f"{exc} Ignoring it: generation starts afresh.", stacklevel=2)
             return None
-        if not isinstance(state, dict) or state.get("key") != self.key:
+        if state.get("key") != self.key:
             warnings.warn(f"Ignoring generation checkpoint {self.path}: it belongs to another recipe.", stacklevel=2)
             return None
         if state.get("device_type") != torch.device(device).type:

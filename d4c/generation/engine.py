@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterator, Sequence
 
 import torch
@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 from d4c.errors import D4CError
 from d4c.generation.checkpoint import CheckpointStore
 from d4c.generation.fastpaths import fast_image_encoder
-from d4c.generation.methods import method_class
+from d4c.generation.methods import method_class, resolve_method
+from d4c.generation.rows import row_of
 from d4c.generation.schedules import schedule_steps
 from d4c.generation.settings import GenerationSettings
 from d4c.runtime import adam
@@ -56,7 +57,11 @@ class GenerationResult:
 
 
 def initial_images(num_images: int, resolution: int, seed: int) -> tuple[torch.Tensor, torch.Generator]:
-    """``N(0, 1)`` images from a CPU generator seeded with ``seed`` (identical on every device), and that generator."""
+    """``N(0, 1)`` images from a CPU generator seeded with ``seed`` (identical on every device), and that generator.
+
+    The one place noise images are made: every method starts from them, and the Gaussian-noise
+    row keeps them as they are.
+    """
     generator = torch.Generator(device="cpu").manual_seed(seed)
     return torch.randn(num_images, 3, resolution, resolution, generator=generator), generator
 
@@ -90,9 +95,9 @@ def _log_every(iterations: int) -> int:
 def _raise_if_diverged(first_bad: torch.Tensor, settings: GenerationSettings) -> None:
     bad = int(first_bad)
     if bad >= 0:
-        raise D4CError(f"Pseudo-image generation ({settings.describe()}) diverged: the loss or the images became NaN "
-                       f"or Inf at iteration {bad + 1} of {settings.gen_iter}; lower --gen_lr ({settings.gen_lr}) "
-                       f"or check the model.")
+        raise D4CError(f"{settings.gen_lr}: pseudo-image generation ({row_of(settings)}) diverged (NaN or Inf in the "
+                       f"loss or the images at iteration {bad + 1} of {settings.gen_iter}); lower it or check the "
+                       f"model.", "gen_lr")
 
 
 def generate(model: torch.nn.Module, settings: GenerationSettings, device: torch.device | str,
@@ -100,11 +105,17 @@ def generate(model: torch.nn.Module, settings: GenerationSettings, device: torch
              progress: bool = True, on_iteration: Callable[[int], None] | None = None) -> GenerationResult:
     """Generate ``settings.num_images`` pseudo images with ``settings.method`` for the image tower of ``model``.
 
-    ``prompts`` are D4C's generation prompts; ``checkpoint`` (optional) is resumed from when it
-    holds a matching state and written every ``settings.gen_ckpt_every`` iterations;
-    ``on_iteration(k)`` is called after the k-th outer iteration completes (k counts from 1).
+    Args:
+        model: a full-precision CLIP (its image tower is used; parameters are frozen while generating).
+        settings: method (``baseline`` is resolved by the image tower's family), sizes, optimiser, schedule, seed.
+        device: where the images are optimised (the model's device).
+        prompts: the generation prompts (used by D4C).
+        checkpoint: resumed from when it holds a matching state; written every ``settings.gen_ckpt_every``.
+        progress: show a progress bar with the current loss.
+        on_iteration: called with k after the k-th outer iteration completes (k counts from 1).
     """
     device = torch.device(device)
+    settings = replace(settings, method=resolve_method(settings.method, model))
     cls = method_class(settings.method)
     cls.check_model(model)
     resolution = int(model.visual.input_resolution)
@@ -134,7 +145,7 @@ def generate(model: torch.nn.Module, settings: GenerationSettings, device: torch
     steps = schedule_steps(settings.num_images, settings.gen_batch_size, settings.gen_schedule)
     num_minibatches = sum(groups for chunks in steps for _, groups in chunks)
     log_every = _log_every(settings.gen_iter)
-    bar = tqdm(total=settings.gen_iter, initial=start, desc=f"generating ({settings.describe()})", unit="it",
+    bar = tqdm(total=settings.gen_iter, initial=start, desc=f"generating ({row_of(settings)})", unit="it",
                disable=not progress, dynamic_ncols=True)
     began = time.perf_counter()
     try:

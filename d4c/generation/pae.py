@@ -1,6 +1,6 @@
 """Perturbation-aware enhancement (PAE): a fresh random perturbation per sample per step.
 
-In the SPEC's order (3.2): horizontal flip (p = 0.5); affine (rotation U(-15, 15) degrees, scale
+In the order of docs/method.md ("D4C"): horizontal flip (p = 0.5); affine (rotation U(-15, 15) degrees, scale
 1 + U(-0.05, 0.05), translation U(-0.05, 0.05) per axis in [-1, 1] grid units; bilinear, zero
 padding); brightness and contrast factors 1 + U(-0.4, 0.4), multiplied; saturation
 ``s * x + (1 - s) * mean_c(x)`` with s = 1 + U(-0.4, 0.4); 3x3 blur [[1,2,1],[2,4,2],[1,2,1]] / 16
@@ -142,7 +142,7 @@ def erase(images: torch.Tensor, params: PerturbationParams) -> torch.Tensor:
 
 
 def apply_perturbations(images: torch.Tensor, params: PerturbationParams) -> torch.Tensor:
-    """Apply every perturbation of ``params`` in the SPEC's order (flip, affine, colour, blur, erase)."""
+    """Apply every perturbation of ``params`` in the documented order (flip, affine, colour, blur, erase)."""
     images = flip_affine(images, params)
     images = color_jitter(images, params)
     images = blur(images, params.blur)

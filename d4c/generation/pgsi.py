@@ -1,4 +1,4 @@
-"""Prompt-guided semantic inversion (PGSI): text targets and the image-to-text logits.
+"""Prompt-Guided Semantic Injection (PGSI): text targets and the image-to-text logits.
 
 Text targets ``t_k = n(f_T(prompt_k))`` are computed once, without gradient; each image gets a
 target index ``y_i ~ Uniform{0..K-1}``, drawn once. The logits of image features ``f`` are

@@ -1,4 +1,4 @@
-"""The total-variation prior every optimising method adds with weight 0.1 (SPEC 3)."""
+"""The total-variation prior every optimising method adds, weight 0.1 (docs/method.md, "What every method shares")."""
 
 from __future__ import annotations
 
@@ -21,6 +21,6 @@ def total_variation_per_image(images: torch.Tensor) -> torch.Tensor:
 def total_variation(images: torch.Tensor, groups: int = 1) -> torch.Tensor:
     """Mean TV over each of ``groups`` equal consecutive mini-batches, summed over the mini-batches.
 
-    With ``groups=1`` this is the SPEC's ``TV(x) = mean_i [...]`` of one mini-batch.
+    With ``groups=1`` this is ``TV(x) = mean_i [...]`` of docs/method.md for one mini-batch.
     """
     return total_variation_per_image(images).view(groups, -1).mean(dim=1).sum()

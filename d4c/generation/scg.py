@@ -1,4 +1,4 @@
-"""Semantic contrastive generation (SCG) geometry: foreground boxes, their masks, batched crop-resize.
+"""Structural Contrastive Generation (SCG) geometry: foreground boxes, their masks, batched crop-resize.
 
 Per image, once, a box of area ratio ``r ~ U(0.4, 0.7)`` with the image's aspect,
 ``h = floor(sqrt(r * H * H))`` (``floor(sqrt(r * R^2))`` for square images), placed uniformly.

@@ -1,56 +1,65 @@
-"""What one pseudo-image generation is: method, sizes, optimiser hyper-parameters, schedule, seed.
+"""What one pseudo-image generation is: method, sizes, optimiser hyper-parameters, schedule, seed, method options.
 
-:class:`GenerationSettings` is the generation part of a :class:`d4c.config.RunConfig` plus the
-number of images (``calibrate.visual`` of the quantization config), named like the flags.
+:class:`GenerationSettings` is the one definition of these settings. The run configuration
+(:class:`d4c.config.RunConfig`) nests it, and the command line builds its generation flags from
+the fields that carry a ``help`` (their metadata) and from the registered methods' own options
+(:class:`d4c.generation.methods.base.Option`), whose values live in :attr:`GenerationSettings.options`.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
-from d4c.config import RunConfig, check_generation_values
 from d4c.errors import D4CError
 
-METHOD_NAMES = ("gaussian", "bns", "pse", "d4c")
+SCHEDULES = ("reference", "batched")
 DEFAULT_NUM_IMAGES = 128  # calibrate.visual of the shipped quantization configs
+
+
+def flag(default: Any, help: str, **extra: Any) -> Any:
+    """A dataclass field that is also a command-line flag (``--<name>``, or ``--<extra['flag']>``)."""
+    return field(default=default, metadata={"help": help, **extra})
 
 
 @dataclass(frozen=True)
 class GenerationSettings:
-    """Hyper-parameters of one generation (SPEC 3); defaults are the paper's."""
+    """Hyper-parameters of one generation (docs/method.md, "Pseudo-image synthesis"); defaults are the paper's."""
 
-    method: str = "d4c"
-    """gaussian, bns, pse or d4c (``--gen_method baseline`` is resolved to bns / pse by family first)."""
-    num_images: int = DEFAULT_NUM_IMAGES
-    """B, the number of pseudo images (``calibrate.visual``)."""
-    gen_batch_size: int = 16
+    method: str = flag("d4c", "pseudo-image method: d4c, or baseline (BNS for ResNets, PSE for ViTs); bns / pse "
+                              "name the baseline explicitly and stop on the wrong architecture family",
+                       flag="gen_method")
+    """A registered method name (``d4c``, ``bns``, ``pse``, ``gaussian``, ...) or ``baseline``."""
+    gen_batch_size: int = flag(16, "mini-batch size of pseudo-image generation")
     """Images per mini-batch; one optimiser step per mini-batch in the reference schedule."""
-    gen_lr: float = 0.01
-    """Adam learning rate of the pixels."""
-    gen_iter: int = 3000
+    gen_lr: float = flag(0.01, "Adam learning rate of the pseudo-image pixels")
+    gen_iter: int = flag(3000, "outer generation iterations")
     """Outer iterations (each visits every mini-batch once)."""
-    d4c_config: int = 3
-    """D4C ablation: 0 PGSI, 1 PGSI+SCG, 2 PGSI+PAE, 3 PGSI+SCG+PAE (ignored by other methods)."""
-    gen_schedule: str = "reference"
-    """reference (one step per mini-batch) or batched (one step per pass over all mini-batches)."""
+    gen_schedule: str = flag("reference", "reference: one Adam step per mini-batch, as in the paper; batched: all "
+                                          "mini-batches in one pass (SCG negatives within each mini-batch) and one "
+                                          "step per pass", choices=SCHEDULES)
+    gen_ckpt_every: int = flag(200, "save a generation checkpoint every N outer iterations, 0 for never",
+                               metavar="N")
+    """Not part of the recipe: how often a resumable checkpoint is written."""
+    num_images: int = DEFAULT_NUM_IMAGES
+    """B, the number of pseudo images (``calibrate.visual`` in a pipeline run)."""
     seed: int = 0
-    """Seeds the initial images, per-image draws (targets, boxes) and per-step noise."""
-    gen_ckpt_every: int = 200
-    """Checkpoint every this many outer iterations (0: never); not part of the recipe."""
+    """Seeds the initial images, per-image draws (targets, boxes) and per-step noise (the run's seed)."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """The methods' own options by name (``d4c_config``); a method reads its own, defaults for the missing."""
 
     def __post_init__(self) -> None:
-        if self.method not in METHOD_NAMES:
-            raise D4CError(f"Generation method must be one of {', '.join(METHOD_NAMES)}, got {self.method!r}.")
-        if not self.num_images > 0:
-            raise D4CError(f"--num_images must be positive, got {self.num_images}.")
-        check_generation_values(self.gen_batch_size, self.gen_iter, self.gen_lr, self.d4c_config, self.gen_schedule)
+        for name in ("num_images", "gen_batch_size", "gen_iter", "gen_lr"):
+            if not getattr(self, name) > 0:
+                raise D4CError(f"must be positive, got {getattr(self, name)}.", name)
+        if self.gen_ckpt_every < 0:
+            raise D4CError(f"must be 0 (no checkpoints) or more, got {self.gen_ckpt_every}.", "gen_ckpt_every")
+        if self.gen_schedule not in SCHEDULES:
+            raise D4CError(f"must be one of {', '.join(SCHEDULES)}, got {self.gen_schedule!r}.", "gen_schedule")
 
-    @classmethod
-    def from_run_config(cls, config: RunConfig, method: str, num_images: int) -> "GenerationSettings":
-        """The settings of a pipeline run whose (resolved) method is ``method``."""
-        return cls(method=method, num_images=num_images, gen_batch_size=config.gen_batch_size, gen_lr=config.gen_lr,
-                   gen_iter=config.gen_iter, d4c_config=config.d4c_config, gen_schedule=config.gen_schedule,
-                   seed=config.seed, gen_ckpt_every=config.gen_ckpt_every)
+    def with_options(self, **values: Any) -> "GenerationSettings":
+        """A copy with these method options set (``with_options(d4c_config=1)``)."""
+        return replace(self, options={**self.options, **values})
 
     @property
     def steps_per_iteration(self) -> int:
@@ -59,9 +68,7 @@ class GenerationSettings:
             return 1
         return -(-self.num_images // self.gen_batch_size)
 
-    def describe(self) -> str:
-        """A short human label, e.g. ``d4c config 3`` or ``pse``."""
-        return f"d4c config {self.d4c_config}" if self.method == "d4c" else self.method
-
-    def as_dict(self) -> dict:
-        return asdict(self)
+    def as_dict(self) -> dict[str, Any]:
+        """The settings as plain data, the method options beside the other fields (``d4c_config``)."""
+        out = asdict(self)
+        return {**out, **out.pop("options")}

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import clip
 
+from d4c.io import slug
 from d4c.models.architectures import RANDOM_PREFIX
 from d4c.models.zoo import ZOO_MODELS, zoo_checkpoint_path
 
@@ -48,11 +48,6 @@ def file_sha256(path: str | os.PathLike) -> str:
     return _SHA_MEMO[memo_key]
 
 
-def name_slug(text: str) -> str:
-    """A file-name-safe version of a name (``ViT-B/32`` -> ``ViT-B-32``)."""
-    return re.sub(r"[^A-Za-z0-9_.@-]+", "-", text).strip("-")
-
-
 @dataclass(frozen=True)
 class ModelIdentity:
     """The identity of one ``--model`` value (see the module docstring)."""
@@ -76,9 +71,9 @@ class ModelIdentity:
         """``{model}`` of ``--output``: the name, or for a checkpoint file its stem and a short digest."""
         if self.kind == "file":
             if self.openai_name:
-                return name_slug(self.openai_name)
-            return f"{name_slug(Path(self.name).stem)}-{self.sha256[:SLUG_DIGEST_CHARS]}"
-        return name_slug(self.name)
+                return slug(self.openai_name)
+            return f"{slug(Path(self.name).stem)}-{self.sha256[:SLUG_DIGEST_CHARS]}"
+        return slug(self.name)
 
     def describe(self) -> str:
         """A short human label: the name and, where there is one, the start of the checksum."""

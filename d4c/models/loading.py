@@ -7,7 +7,7 @@ Accepted ``--model`` values:
   loaded with ``clip.load(path, jit=False)``; an absent file is downloaded with ``clip``'s
   downloader unless ``D4C_OFFLINE`` is set (then, or without network, one sentence names the file
   to place and the folder); a cached file that fails its checksum is never overwritten (one
-  sentence: delete it, or pass it as ``--model PATH``);
+  sentence: delete it, or give the file itself as the model);
 * ``tiny-vit`` / ``tiny-rn``: the offline zoo's shipped checkpoints (:mod:`d4c.models.zoo`);
 * a path to a checkpoint file: a state dict (optionally nested under ``state_dict`` / ``model``
   and with a ``module.`` prefix) or a TorchScript archive, converted to a state dict on load; a
@@ -36,8 +36,7 @@ from d4c.models.architectures import (OPENAI_ARCHITECTURES, RANDOM_PREFIX, archi
                                       architecture_of_state_dict, describe_architecture, random_model_names)
 from d4c.models.identity import OPENAI_FILE_NAMES, OPENAI_SHA256, file_sha256
 from d4c.models.zoo import ZOO_MODELS, zoo_checkpoint_path
-
-OFFLINE_ENV = "D4C_OFFLINE"
+from d4c.runtime import OFFLINE_ENV, offline
 # Scalars OpenAI's archives carry next to the weights (build_model drops them too).
 _NON_PARAMETER_KEYS = ("input_resolution", "context_length", "vocab_size")
 DOWNLOAD_TIMEOUT_S = 30
@@ -66,11 +65,6 @@ def accepted_model_names() -> list[str]:
     return clip.available_models() + list(ZOO_MODELS)
 
 
-def offline() -> bool:
-    """True when ``D4C_OFFLINE`` is set: no download is attempted."""
-    return os.environ.get(OFFLINE_ENV, "") not in ("", "0", "false", "False")
-
-
 def _finish(model: CLIP, device: torch.device) -> CLIP:
     # Generation and quantization work in float32 on every device (clip.load keeps fp16 on CUDA).
     return model.float().to(device).eval()
@@ -94,12 +88,13 @@ def _state_dict_from_file(path: Path) -> dict:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same sentence
-        raise D4CError(f"--model file {path} is neither a TorchScript archive nor a torch.save state dict ({type(exc).__name__}).") from None
+        raise D4CError(f"file {path} is neither a TorchScript archive nor a torch.save state dict "
+                       f"({type(exc).__name__}).", "model") from None
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
     if not isinstance(obj, dict):
-        raise D4CError(f"--model file {path} holds a {type(obj).__name__}, expected a CLIP state dict.")
+        raise D4CError(f"file {path} holds a {type(obj).__name__}, expected a CLIP state dict.", "model")
     return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj.items()}
 
 
@@ -115,7 +110,8 @@ def load_checkpoint_file(path: str | os.PathLike, device: torch.device | str = "
         model.load_state_dict({k: v for k, v in state_dict.items() if k not in _NON_PARAMETER_KEYS})
     except (KeyError, RuntimeError, AssertionError, AttributeError, IndexError) as exc:
         reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
-        raise D4CError(f"--model file {path} is not a CLIP checkpoint that clip.model.build_model can rebuild ({reason}).") from None
+        raise D4CError(f"file {path} is not a CLIP checkpoint that clip.model.build_model can rebuild ({reason}).",
+                       "model") from None
     return _finish(model, torch.device(device))
 
 
@@ -134,27 +130,26 @@ def check_openai_cache(name: str, cache_dir: str | None) -> Path | None:
     ``D4C_OFFLINE`` set an absent file is an error, as no download is ever attempted.
     """
     target, url = _openai_file(name, cache_dir)
-    flag = "--model_cache_dir" if cache_dir else "The model cache"
     folder = target.parent
     for parent in (folder, *folder.parents):
         if parent.exists():
             if not parent.is_dir():
-                raise D4CError(f"{flag} {folder} cannot be a folder: {parent} is a file; point --model_cache_dir "
-                               f"at the folder holding {target.name}.")
+                raise D4CError(f"{folder} cannot be a folder: {parent} is a file, not a folder; give the folder "
+                               f"holding {target.name}.", "model_cache_dir")
             break
     if target.exists() and not target.is_file():
-        raise D4CError(f"The model cache entry {target} is a folder, not the checkpoint file: remove it and place "
-                       f"{target.name} (from {url}) there, or point --model_cache_dir at another folder.")
+        raise D4CError(f"{folder} holds a folder {target.name}, not the checkpoint file: remove it and place the file "
+                       f"(from {url}) there, or give another folder.", "model_cache_dir")
     if target.is_file():
         if file_sha256(target) != OPENAI_SHA256[name]:
-            raise D4CError(f"The cached {target} exists but fails its SHA256 checksum (a partial or corrupted "
-                           f"download, or another file under that name): delete it to download {name} again, or "
-                           f"pass --model {target} to use the file as it is.")
+            raise D4CError(f"{folder} holds {target.name}, but the file fails its SHA256 checksum (a partial or "
+                           f"corrupted download, or another file under that name): delete it to download {name} "
+                           f"again, or give the file itself as the model ({target}) to use it as it is.",
+                           "model_cache_dir")
         return target
     if offline():
-        raise D4CError(f"Model {name} is not in the model cache and cannot be downloaded ({OFFLINE_ENV} is set): "
-                       f"place {target.name} (from {url}) in {folder} or point --model_cache_dir at the folder "
-                       f"holding it.")
+        raise D4CError(f"{folder} holds no {target.name} for model {name} and it cannot be downloaded ({OFFLINE_ENV} "
+                       f"is set): place the file (from {url}) there or give the folder holding it.", "model_cache_dir")
     return None
 
 
@@ -167,9 +162,9 @@ def _download_openai(name: str, cache_dir: str | None) -> Path:
         return Path(clip.clip._download(url, str(target.parent)))
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         reason = getattr(exc, "reason", None) or type(exc).__name__
-        raise D4CError(f"Model {name} is not in the model cache and cannot be downloaded (no network: {reason}): "
-                       f"place {target.name} (from {url}) in {target.parent} or point --model_cache_dir at the "
-                       f"folder holding it.") from None
+        raise D4CError(f"{target.parent} holds no {target.name} for model {name} and it cannot be downloaded (no "
+                       f"network: {reason}): place the file (from {url}) there or give the folder holding it.",
+                       "model_cache_dir") from None
     except RuntimeError as exc:
         if "SHA256" in str(exc):
             raise D4CError(f"The downloaded file {target} does not match its SHA256 checksum: delete it and "
@@ -199,9 +194,9 @@ def check_named_architecture(path: Path, state_dict: dict) -> None:
         return  # not a CLIP state dict at all: build_model's sentence follows
     expected = OPENAI_ARCHITECTURES[claimed]
     if found != expected:
-        raise D4CError(f"--model file {path} is named like {claimed}'s checkpoint but holds a different model: "
+        raise D4CError(f"file {path} is named like {claimed}'s checkpoint but holds a different model: "
                        f"{describe_architecture(found)} instead of {describe_architecture(expected)}; rename it "
-                       f"if that is intended.")
+                       f"if that is intended.", "model")
 
 
 def _archive_family(path: Path) -> str | None:
@@ -279,7 +274,10 @@ def model_family(name: str) -> str | None:
 
 
 def load_clip(name: str, device: torch.device | str = "cpu", cache_dir: str | None = None) -> LoadedModel:
-    """Load ``--model`` ``name`` onto ``device`` (see the module docstring for accepted names)."""
+    """Load the model called ``name`` onto ``device`` (see the module docstring for accepted names).
+
+    ``cache_dir`` is where named OpenAI checkpoints are looked up and downloaded (clip's default when None).
+    """
     device = torch.device(device)
     if name in ZOO_MODELS:
         path = zoo_checkpoint_path(name)
@@ -289,13 +287,14 @@ def load_clip(name: str, device: torch.device | str = "cpu", cache_dir: str | No
     elif name.startswith(RANDOM_PREFIX):
         arch = architecture_by_name(name[len(RANDOM_PREFIX):])
         if arch is None:
-            raise D4CError(f"--model {name} is not a known random architecture; choose one of {', '.join(random_model_names())}.")
+            raise D4CError(f"{name} is not a known random architecture; choose one of "
+                           f"{', '.join(random_model_names())}.", "model")
         model, source = _finish(arch.build(seed=0), device), "random initialisation (seed 0)"
     elif name in clip.available_models():
         model, source = _load_openai(name, cache_dir, device), f"openai:{name}"
     elif os.path.isfile(name):
         model, source = load_checkpoint_file(name, device), str(Path(name).resolve())
     else:
-        raise D4CError(f"--model {name} is neither a known model ({', '.join(accepted_model_names())}) "
-                       f"nor an existing checkpoint file.")
+        raise D4CError(f"{name} is neither a known model ({', '.join(accepted_model_names())}) "
+                       f"nor an existing checkpoint file.", "model")
     return LoadedModel(model=model, preprocess=clip_transform(model.visual.input_resolution), name=name, source=source)

@@ -1,4 +1,4 @@
-"""Fake quantizers (SPEC 4.2): FixedFakeQuantize, LSQFakeQuantize, LSQPlusFakeQuantize, AdaRoundFakeQuantize.
+"""Fake quantizers (docs/method.md, "Quantizers"): Fixed, LSQ, LSQ+ and AdaRound fake quantization.
 
 A fake quantizer maps a tensor onto its ``bit``-bit grid and back to floats. Each holds an
 observer; while ``observer_enabled`` it feeds the observer and takes its scale and zero point
@@ -27,8 +27,8 @@ import torch
 from torch import nn
 
 from d4c.quantization.observers import ObserverBase, build_observer
-from d4c.quantization.qconfig import QuantizerConfig
 from d4c.quantization.qparams import broadcast_shape, quant_range
+from d4c.quantization.quantizer_config import QuantizerConfig
 
 ZETA, GAMMA = 1.1, -0.1
 """Stretch of AdaRound's rectified sigmoid ``h(alpha) = clamp(sigmoid(alpha) * (ZETA - GAMMA) + GAMMA, 0, 1)``."""

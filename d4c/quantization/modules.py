@@ -1,4 +1,4 @@
-"""Quantized layers of CLIP (SPEC 4.3): Linear, Conv2d, attention with split q/k/v, attention pooling.
+"""Quantized layers of CLIP (docs/method.md, "What is quantized"): Linear, Conv2d, attention, attention pooling.
 
 Each quantized Linear/Conv2d has a weight quantizer and an input-activation quantizer in front of
 it. Attention is split into q/k/v Linears and :class:`QuantAttentionCore`, which holds the
@@ -18,7 +18,7 @@ from clip.model import AttentionPool2d
 from torch import nn
 
 from d4c.quantization.fake_quant import FakeQuantizeBase, build_quantizer
-from d4c.quantization.qconfig import QuantizerConfig
+from d4c.quantization.quantizer_config import QuantizerConfig
 
 WEIGHT, ACTIVATION = "weight", "activation"
 

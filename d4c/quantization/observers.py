@@ -1,4 +1,4 @@
-"""Observers: the range ``[min, max]`` a quantizer's scale and zero point are computed from (SPEC 4.2).
+"""Observers: the range ``[min, max]`` a quantizer's scale and zero point come from (docs/method.md, "Observers").
 
 An observer sees one or more batches (``observer(x)``) and keeps a range per tensor or per
 channel along ``ch_axis`` (``-1`` per-tensor, as in :mod:`d4c.quantization.qparams`):
@@ -6,8 +6,9 @@ channel along ``ch_axis`` (``-1`` per-tensor, as in :mod:`d4c.quantization.qpara
 * ``MinMaxObserver``: the min of the batch minima and the max of the batch maxima;
 * ``AvgMinMaxObserver``: the mean of the batch minima and of the batch maxima;
 * ``MSEObserver`` / ``MSEFastObserver``: per batch, the range minimising the L_p error (p = 2.4)
-  of the fake-quantized batch (:func:`mse_search.search_range`, or the approximate
-  :func:`mse_search.golden_section_search`), combined across batches like MinMax;
+  of the fake-quantized batch (the exact :func:`~d4c.quantization.range_search.search_range`, or
+  the approximate :func:`~d4c.quantization.range_search.golden_section_search`), combined across
+  batches like MinMax;
 * ``AvgMSEObserver`` / ``AvgMSEFastObserver``: the same per-batch ranges, averaged.
 
 The MSE observers decide on the first batch whether the data is one-sided (non-negative or
@@ -19,12 +20,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from d4c.quantization import mse_search
 from d4c.quantization.qparams import calculate_qparams, channels_first, quant_range
+from d4c.quantization.range_search import LP_NORM, data_sidedness, golden_section_search, search_range
 from d4c.runtime import intra_op_threads
-
-LP_NORM = 2.4
-"""The p of the L_p error the MSE observers minimise."""
 
 
 class ObserverBase(nn.Module):
@@ -106,17 +104,17 @@ class _MSEObserverBase(ObserverBase):
     def batch_range(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.sidedness is None:
             x_min, x_max = super().batch_range(x)
-            self.sidedness = mse_search.data_sidedness(x_min, x_max)
-        with intra_op_threads(1):  # a chain of small operations: barriers would dominate (runtime.py)
+            self.sidedness = data_sidedness(x_min, x_max)
+        with intra_op_threads(1):  # a chain of small operations: barriers would dominate (d4c.runtime)
             return self.search(x)
 
 
 class MSEObserver(_MSEObserverBase):
-    """The exhaustive candidate search of SPEC 4.2; batches combined like MinMax."""
+    """The reference's grid of candidate ranges, searched exactly; batches combined like MinMax."""
 
     def search(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return mse_search.search_range(x, self.qmin, self.qmax, self.symmetric, self.ch_axis, p=self.p,
-                                       num=mse_search.DEFAULT_NUM, sidedness=self.sidedness)
+        return search_range(x, self.qmin, self.qmax, self.symmetric, self.ch_axis, p=self.p,
+                            sidedness=self.sidedness)
 
 
 class AvgMSEObserver(MSEObserver):
@@ -129,8 +127,8 @@ class MSEFastObserver(_MSEObserverBase):
     """The L_p-optimal range by bounded scalar (golden-section) searches; batches combined like MinMax."""
 
     def search(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return mse_search.golden_section_search(x, self.qmin, self.qmax, self.symmetric, self.ch_axis, p=self.p,
-                                                sidedness=self.sidedness)
+        return golden_section_search(x, self.qmin, self.qmax, self.symmetric, self.ch_axis, p=self.p,
+                                     sidedness=self.sidedness)
 
 
 class AvgMSEFastObserver(MSEFastObserver):
@@ -146,5 +144,5 @@ OBSERVER_CLASSES: dict[str, type[ObserverBase]] = {
 
 
 def build_observer(name: str, bit: int, symmetric: bool, ch_axis: int = -1) -> ObserverBase:
-    """The observer class called ``name`` (see :data:`d4c.quantization.qconfig.OBSERVERS`)."""
+    """An observer of the class called ``name`` (a key of :data:`OBSERVER_CLASSES`)."""
     return OBSERVER_CLASSES[name](bit, symmetric, ch_axis)

@@ -1,4 +1,4 @@
-"""Quantization config files (``--q_config``, SPEC 4.1): read, inherit, validate, type.
+"""Quantization config files (docs/method.md, "Quantization configs"): read, inherit, validate, type.
 
 A file has four sections::
 
@@ -20,18 +20,23 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from d4c.config import resolve_resource
 from d4c.errors import D4CError
+from d4c.io import atomic_path, resolve_resource
+from d4c.quantization.fake_quant import QUANTIZER_CLASSES
+from d4c.quantization.observers import OBSERVER_CLASSES
+from d4c.quantization.quantizer_config import QuantizerConfig
 
-QUANTIZERS = ("FixedFakeQuantize", "LSQFakeQuantize", "LSQPlusFakeQuantize", "AdaRoundFakeQuantize")
-OBSERVERS = ("MinMaxObserver", "AvgMinMaxObserver", "MSEObserver", "AvgMSEObserver", "MSEFastObserver",
-             "AvgMSEFastObserver")
+QUANTIZERS = tuple(QUANTIZER_CLASSES)
+"""The quantizer classes a config may name (the registry in :mod:`d4c.quantization.fake_quant`)."""
+OBSERVERS = tuple(OBSERVER_CLASSES)
+"""The observer classes a config may name (the registry in :mod:`d4c.quantization.observers`)."""
 ROUND_MODES = ("learned_hard_sigmoid",)
 TOKEN_LOSSES = ("relevant", "all")
 ATTENTION_UNITS = ("linear", "core")
@@ -51,24 +56,6 @@ MAX_ROOT_DEPTH = 16
 
 
 @dataclass(frozen=True)
-class QuantizerConfig:
-    """How one kind of tensor (weights or activations) is quantized."""
-
-    quantizer: str
-    observer: str
-    bit: int
-    symmetric: bool
-    ch_axis: int
-    """-1 per-tensor, 0 per output channel (weights only)."""
-
-    def with_bit(self, bit: int) -> "QuantizerConfig":
-        return QuantizerConfig(self.quantizer, self.observer, bit, self.symmetric, self.ch_axis)
-
-    def with_ch_axis(self, ch_axis: int) -> "QuantizerConfig":
-        return QuantizerConfig(self.quantizer, self.observer, self.bit, self.symmetric, ch_axis)
-
-
-@dataclass(frozen=True)
 class CalibrateConfig:
     visual: int
     """Number of calibration images (and of reconstruction images)."""
@@ -78,7 +65,7 @@ class CalibrateConfig:
 
 @dataclass(frozen=True)
 class ReconConfig:
-    """Block reconstruction hyper-parameters (SPEC 4.5), named as in the paper's configs."""
+    """Block reconstruction hyper-parameters (docs/method.md, "Reconstruction"), named as in the paper's configs."""
 
     visual_batch_size: int
     text_batch_size: int
@@ -97,7 +84,7 @@ class ReconConfig:
     drop_prob: float
     """QDrop: probability of keeping an activation's quantized value during reconstruction."""
     token_loss: str = "all"
-    """Token encoders: ``all`` (default, SPEC 4.5) averages the loss over every token, padding
+    """Token encoders: ``all`` (default, the reference's) averages the loss over every token, padding
     included; ``relevant`` only over the tokens that can reach the encoder output (text: up to the
     end-of-text token; last block's query/attention/MLP: the class or end-of-text token only)."""
     attention_unit: str = "linear"
@@ -136,7 +123,7 @@ def _read_yaml(path: Path, shown: str) -> dict:
     try:
         text = path.read_text()
     except OSError as exc:
-        raise D4CError(f"--q_config {shown} cannot be read ({exc.strerror or type(exc).__name__}).") from None
+        raise D4CError(f"{shown} cannot be read ({exc.strerror or type(exc).__name__}).", "q_config") from None
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -292,15 +279,19 @@ def _recon_config(check: _Checker) -> ReconConfig:
 
 
 def load_qconfig(path: str, recon_iters: int | None = None) -> QConfig:
-    """Read, inherit (``root``) and validate ``path``; ``recon_iters`` overrides ``recon.iters``."""
+    """Read, inherit (``root``) and validate ``path``; ``recon_iters`` overrides ``recon.iters``.
+
+    Errors name the file and key (``exp/bad.yaml: w_qconfig.bit must be ...``); a missing or
+    unreadable file is an error about the parameter ``q_config``.
+    """
     resolved = resolve_resource(path)
     if not resolved.is_file():
-        raise D4CError(f"--q_config {path} does not exist.")
+        raise D4CError(f"{path} does not exist.", "q_config")
     doc, origin = _merged_document(resolved, path)
     if recon_iters is not None:
         doc = copy.deepcopy(doc)
         doc.setdefault("recon", {})["iters"] = recon_iters
-        origin["recon.iters"] = "--recon_iters"
+        origin["recon.iters"] = "recon_iters"
     check = _Checker(doc, origin, path)
     return QConfig(
         a_qconfig=_quantizer_config(check, "a_qconfig"),
@@ -325,3 +316,17 @@ def qconfig_from_dict(data: dict[str, Any], path: str = "") -> QConfig:
         recon=ReconConfig(**recon),
         path=path,
     )
+
+
+def write_derived_qconfig(path: str | os.PathLike, root: str | os.PathLike, overrides: dict[str, dict[str, Any]],
+                          comment: str | None = None) -> Path:
+    """Write (atomically) a config that inherits ``root`` (``root:``, made absolute) and overrides keys by section.
+
+    ``write_derived_qconfig(p, "exp/config48.yaml", {"calibrate": {"visual": 32}})`` is W4A8 with 32
+    calibration images; return ``path``.
+    """
+    path = Path(path)
+    text = yaml.safe_dump({"root": str(Path(root).resolve()), **overrides}, sort_keys=False)
+    with atomic_path(path) as tmp:
+        tmp.write_text((f"# {comment}\n" if comment else "") + text)
+    return path

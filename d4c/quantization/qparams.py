@@ -1,4 +1,4 @@
-"""Integer grids, scale and zero point from a range, fake quantization and its L_p error (SPEC 4.2).
+"""Integer grids, scale and zero point from a range, fake quantization, its L_p error (docs/method.md, "Quantizers").
 
 Conventions (QDrop's, which the reference implementation uses):
 

@@ -1,4 +1,4 @@
-"""Quantized CLIP (SPEC 4.3): wrap both encoders in place, and switch their quantizers on and off.
+"""Quantized CLIP (docs/method.md, "What is quantized"): wrap both encoders in place, switch quantizers on and off.
 
 What is quantized (each with a weight quantizer and an input quantizer):
 
@@ -25,7 +25,7 @@ from typing import Iterator
 from clip.model import CLIP, AttentionPool2d, Bottleneck, ModifiedResNet, ResidualAttentionBlock, VisionTransformer
 from torch import nn
 
-from d4c.quantization.fake_quant import AdaRoundFakeQuantize, FakeQuantizeBase
+from d4c.quantization.fake_quant import FakeQuantizeBase
 from d4c.quantization.modules import (ACTIVATION, WEIGHT, QuantAttentionPool2d, QuantConv2d, QuantLinear,
                                       QuantMultiheadAttention)
 from d4c.quantization.qconfig import QConfig
@@ -33,8 +33,6 @@ from d4c.quantization.qconfig import QConfig
 HIDDEN_AXIS = 2
 """Channel axis of per-channel activations: the hidden dimension of ``[L, N, D]`` (and of ``[N, L, D]``)."""
 TEXT_MLP_BIT = 8
-ENCODERS = ("visual", "transformer")
-"""Top-level module names of the image and text encoders, in reconstruction order."""
 
 
 def _wrap_block(block: ResidualAttentionBlock, qconfig: QConfig, text: bool) -> None:
@@ -64,7 +62,16 @@ def is_quantized(model: nn.Module) -> bool:
 
 
 def quantize_clip(model: CLIP, qconfig: QConfig) -> CLIP:
-    """Wrap ``model``'s image and text encoders in place (quantizers disabled); return it."""
+    """Wrap ``model``'s image and text encoders in place (quantizers disabled); return it.
+
+    Args:
+        model: a full-precision ``clip.model.CLIP`` (ModifiedResNet or VisionTransformer image tower).
+        qconfig: the weight and activation quantizers (``w_qconfig``, ``a_qconfig``) every layer gets; the
+            model's exceptions (per-channel inputs, 8-bit text MLPs) are applied on top.
+
+    Raises:
+        ValueError: when the model is already quantized or its image tower is of another type.
+    """
     if is_quantized(model):
         raise ValueError("the model is already quantized")
     if isinstance(model.visual, ModifiedResNet):
@@ -110,12 +117,5 @@ def quantized_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
             yield name, module
 
 
-def harden_all(model: nn.Module) -> None:
-    """Write any learned AdaRound rounding into its weight (safe to call when there is none)."""
-    for _, layer in quantized_layers(model):
-        if isinstance(layer.weight_quantizer, AdaRoundFakeQuantize):
-            layer.weight_quantizer.harden(layer.weight)
-
-
-__all__ = ["ACTIVATION", "WEIGHT", "HIDDEN_AXIS", "ENCODERS", "quantize_clip", "is_quantized", "named_quantizers",
-           "set_quant_state", "disable_quantization", "enable_quantization", "quantized_layers", "harden_all"]
+__all__ = ["ACTIVATION", "WEIGHT", "HIDDEN_AXIS", "quantize_clip", "is_quantized", "named_quantizers",
+           "set_quant_state", "disable_quantization", "enable_quantization", "quantized_layers"]

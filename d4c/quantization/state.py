@@ -1,10 +1,10 @@
 """Saved quantized models: hardened weights, scales, zero points and the config, in one file.
 
 Every quantized run writes ``<result stem>.quant.safetensors`` next to its result JSON, in the
-compact format of :mod:`d4c.quantization.compact` (integer weights, 4-bit packed two per byte);
-``--load_quant PATH`` rebuilds the quantized model from it (same ``--model``) and evaluates it
-without calibrating or reconstructing again, bit-exact. Files of the earlier format
-(``<result stem>.quant.pt``, float32 ``torch.save``) are still read.
+compact format of :mod:`d4c.quantization.compact` (integer weights, 4-bit packed two per byte); a
+later run can rebuild the quantized model from it (same model; ``--load_quant PATH`` on the
+command line) and evaluate it without calibrating or reconstructing again, bit-exact. Files of the
+earlier format (``<result stem>.quant.pt``, a float32 ``torch.save``) are still read.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
 from clip.model import CLIP
 
 from d4c.errors import D4CError
-from d4c.quantization.compact import COMPACT_FORMAT, is_compact, read_compact, save_compact
+from d4c.io import load_torch
+from d4c.quantization.compact import is_compact, read_compact, save_compact
 from d4c.quantization.qconfig import QConfig, qconfig_from_dict
 from d4c.quantization.quant_clip import enable_quantization, quantize_clip
 
@@ -43,24 +43,15 @@ def save_quant_state(path: str | os.PathLike, model: CLIP, qconfig: QConfig, mod
 
 
 def load_quant_state(path: str | os.PathLike) -> dict[str, Any]:
-    """Read and check a file written by :func:`save_quant_state`, or one of the earlier format (one-sentence errors)."""
-    path = Path(path)
-    if not path.is_file():
-        raise D4CError(f"--load_quant {path} does not exist.")
-    if is_compact(path):
+    """Read and check a file written by :func:`save_quant_state`, or one of the earlier format (one-sentence
+    errors about ``load_quant``)."""
+    if Path(path).is_file() and is_compact(path):
         try:
             return read_compact(path)
         except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same sentence
-            raise D4CError(f"--load_quant {path} is not a saved quantized model ({type(exc).__name__}: "
-                           f"{str(exc)[:80]}).") from None
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same sentence
-        raise D4CError(f"--load_quant {path} is not a saved quantized model ({type(exc).__name__}).") from None
-    if not isinstance(saved, dict) or saved.get("format") != STATE_FORMAT:
-        raise D4CError(f"--load_quant {path} is not a saved quantized model (expected format {COMPACT_FORMAT} "
-                       f"or {STATE_FORMAT}).")
-    return saved
+            raise D4CError(f"{path} is not a readable saved quantized model ({type(exc).__name__}: "
+                           f"{str(exc)[:80]}).", "load_quant") from None
+    return load_torch(path, "saved quantized model", format=STATE_FORMAT, parameter="load_quant")
 
 
 def restore_quantized(model: CLIP, saved: dict[str, Any]) -> tuple[CLIP, QConfig]:
@@ -71,6 +62,6 @@ def restore_quantized(model: CLIP, saved: dict[str, Any]) -> tuple[CLIP, QConfig
         model.load_state_dict(saved["state_dict"])
     except RuntimeError as exc:
         reason = str(exc).splitlines()[0][:160]
-        raise D4CError(f"The saved quantized model does not fit --model {saved.get('model')} ({reason}).") from None
+        raise D4CError(f"{saved.get('model')} does not fit the saved quantized model ({reason}).", "model") from None
     enable_quantization(model)
     return model, qconfig

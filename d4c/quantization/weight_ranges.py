@@ -4,8 +4,8 @@ A weight quantizer's range depends on the weight and the quantizer's settings on
 calibration data. :func:`observe_weights` therefore
 
 * searches the rows (output channels) of every per-channel MSE weight quantizer of the model in one
-  batch per (bit width, grid, row length), with :func:`d4c.quantization.sorted_search.search_rows`
-  (the exact search of :mod:`d4c.quantization.mse_search`, same candidates and choice);
+  batch per (bit width, grid, row length), with :func:`d4c.quantization.range_search.sorted_rows.search_rows`
+  (the exact search of :mod:`d4c.quantization.range_search`, same candidates and choice);
 * runs each batch's row chunks on a small thread pool, each with one intra-op thread: the search is
   a long chain of small tensor operations, and intra-op threads on a shared machine spend most of
   their time waiting for each other at every operation's barrier (a 768 x 768 4-bit search took
@@ -32,12 +32,12 @@ from torch import nn
 from tqdm import tqdm
 
 from d4c.io import save_torch
-from d4c.quantization.mse_fast import Problem
-from d4c.quantization.mse_search import DEFAULT_NUM, data_sidedness
 from d4c.quantization.observers import AvgMSEObserver, MSEObserver
 from d4c.quantization.qparams import channels_first
 from d4c.quantization.quant_clip import quantized_layers
-from d4c.quantization.sorted_search import search_rows
+from d4c.quantization.range_search import NUM_CANDIDATES, data_sidedness
+from d4c.quantization.range_search.common import Problem
+from d4c.quantization.range_search.sorted_rows import search_rows
 from d4c.runtime import intra_op_threads
 
 RANGE_CODE_VERSION = 1
@@ -76,7 +76,7 @@ def _tasks(layers: list[tuple[str, nn.Module]]) -> list[_Task]:
         w = layer.weight.detach()
         xc = channels_first(w, quantizer.ch_axis)
         side = data_sidedness(xc.min(1).values, xc.max(1).values)  # as the observer decides on its first batch
-        pb = Problem(quantizer.qmin, quantizer.qmax, quantizer.symmetric, quantizer.observer.p, DEFAULT_NUM, xc.shape[1])
+        pb = Problem(quantizer.qmin, quantizer.qmax, quantizer.symmetric, quantizer.observer.p, NUM_CANDIDATES, xc.shape[1])
         task = tasks.setdefault((pb, side), _Task(pb, side, []))
         task.layers.append((name, layer, xc.shape[0]))
     return list(tasks.values())

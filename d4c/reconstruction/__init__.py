@@ -1,4 +1,4 @@
-"""Block reconstruction of a calibrated quantized CLIP (SPEC 4.5): units, caches, optimisation."""
+"""Block reconstruction of a calibrated quantized CLIP (docs/method.md, "Reconstruction"): units, caches, steps."""
 
 from d4c.reconstruction.engine import UnitReport, reconstruct, reconstruct_unit
 

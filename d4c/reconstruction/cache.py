@@ -24,6 +24,19 @@ def _chunks(data: torch.Tensor, chunk: int, device: torch.device) -> list[torch.
     return [data[start:start + chunk].to(device, non_blocking=True) for start in range(0, data.shape[0], chunk)]
 
 
+def _run_hooked(run: Callable[[torch.Tensor], Any], data: torch.Tensor, handle: Any, device: torch.device,
+                chunk: int) -> None:
+    """``run`` on every chunk of ``data`` until the hook behind ``handle`` ends it; then remove the hook."""
+    try:
+        for batch in _chunks(data, chunk, device):
+            try:
+                run(batch)
+            except _Reached:
+                pass
+    finally:
+        handle.remove()
+
+
 @torch.no_grad()
 def capture_inputs(run: Callable[[torch.Tensor], Any], data: torch.Tensor, module: nn.Module, batch_axis: int,
                    device: torch.device, store: torch.device, chunk: int = DEFAULT_CHUNK
@@ -42,15 +55,7 @@ def capture_inputs(run: Callable[[torch.Tensor], Any], data: torch.Tensor, modul
             kwargs_seen.update(kwargs)
         raise _Reached
 
-    handle = module.register_forward_pre_hook(hook, with_kwargs=True)
-    try:
-        for batch in _chunks(data, chunk, device):
-            try:
-                run(batch)
-            except _Reached:
-                pass
-    finally:
-        handle.remove()
+    _run_hooked(run, data, module.register_forward_pre_hook(hook, with_kwargs=True), device, chunk)
     if not parts:
         raise RuntimeError("the module was never called")
     return [torch.cat(tensors) for tensors in zip(*parts)], kwargs_seen
@@ -66,15 +71,7 @@ def capture_output(run: Callable[[torch.Tensor], Any], data: torch.Tensor, modul
         parts.append(output.movedim(batch_axis, 0).to(store))
         raise _Reached
 
-    handle = module.register_forward_hook(hook)
-    try:
-        for batch in _chunks(data, chunk, device):
-            try:
-                run(batch)
-            except _Reached:
-                pass
-    finally:
-        handle.remove()
+    _run_hooked(run, data, module.register_forward_hook(hook), device, chunk)
     if not parts:
         raise RuntimeError("the module was never called")
     return torch.cat(parts)

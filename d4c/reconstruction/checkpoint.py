@@ -8,6 +8,7 @@ loads it and continues with the next unit; the result is the same as an uninterr
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import warnings
@@ -17,7 +18,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from d4c.io import save_torch
+from d4c.errors import D4CError
+from d4c.io import load_torch, save_torch
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "d4c-reconstruction-checkpoint/1"
 
@@ -40,12 +44,11 @@ class ReconCheckpoint:
         if not self.path.is_file():
             return [], []
         try:
-            saved = torch.load(self.path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - an unreadable checkpoint is ignored, not fatal
-            warnings.warn(f"Ignoring unreadable reconstruction checkpoint {self.path} ({type(exc).__name__}).",
-                          stacklevel=2)
+            saved = load_torch(self.path, "reconstruction checkpoint", format=CHECKPOINT_FORMAT)
+        except D4CError as exc:  # an unreadable checkpoint is ignored, not fatal
+            warnings.warn(f"{exc} Ignoring it: reconstruction starts from the first unit.", stacklevel=2)
             return [], []
-        if saved.get("format") != CHECKPOINT_FORMAT or saved.get("fingerprint") != self.fingerprint:
+        if saved.get("fingerprint") != self.fingerprint:
             warnings.warn(f"Ignoring reconstruction checkpoint {self.path}: it belongs to another run.", stacklevel=2)
             return [], []
         model.load_state_dict(saved["state_dict"])
@@ -53,7 +56,7 @@ class ReconCheckpoint:
         torch.set_rng_state(saved["torch_rng"])
         if torch.cuda.is_available() and saved.get("cuda_rng") is not None:
             torch.cuda.set_rng_state_all(saved["cuda_rng"])
-        print(f"Resuming reconstruction from {self.path}: {len(saved['done'])} units already done.")
+        logger.info(f"Resuming reconstruction from {self.path}: {len(saved['done'])} units already done.")
         return list(saved["done"]), list(saved["reports"])
 
     def maybe_save(self, model: nn.Module, generator: torch.Generator, done: list[str], reports: list[dict],

@@ -1,4 +1,4 @@
-"""Block reconstruction (SPEC 4.5): AdaRound rounding and LSQ activation scales, unit by unit.
+"""Block reconstruction (docs/method.md, "Reconstruction"): AdaRound rounding and LSQ activation scales, unit by unit.
 
 For each unit (:mod:`d4c.reconstruction.units`), image encoder first, then text:
 
@@ -25,6 +25,7 @@ Only ``alpha`` and the unit's scales require gradients; every other tensor is fr
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from dataclasses import asdict, dataclass
 
@@ -48,6 +49,8 @@ TRUNCATE_PADDING = True
 """With ``token_loss: relevant``, reconstruct text units on sequences cut after the longest text."""
 LOG_EVERY = 50
 """Steps between progress-bar loss updates (each costs one device synchronisation)."""
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -136,9 +139,23 @@ def reconstruct_unit(module: nn.Module, inputs: list[torch.Tensor], kwargs: dict
                      mask: torch.Tensor | None = None) -> UnitReport:
     """Reconstruct one unit from its cached batch-first ``inputs`` and full-precision ``target``.
 
-    ``inputs``, ``target`` and the optional token ``mask`` (``[N, L]``: the output tokens the loss
-    averages over) live on the cache device (``device``, or the CPU under ``keep_gpu: False``);
-    ``generator`` lives there too.
+    Args:
+        module: the unit's module in the quantized model (trained in place, rounding hardened at the end).
+        inputs: its cached positional inputs, batch-first, from the quantized model.
+        kwargs: keyword arguments of its call (an attention mask), as cached.
+        target: its output in the full-precision model, batch-first.
+        unit: the unit's layout (batch axis, channel dimension).
+        config: the reconstruction hyper-parameters (``iters``, ``warm_up``, ``weight``, ``b_range``, ...).
+        batch_size: cached rows sampled (with replacement) per step.
+        scale_lr: Adam learning rate of the unit's LSQ scales (cosine-annealed to 0).
+        device: where the unit runs.
+        generator: draws the sampled rows (on the cache device).
+        progress: show a progress bar.
+        desc: the progress bar's label (default: the unit's name).
+        mask: ``[N, L]`` output tokens the loss averages over (``token_loss: relevant``), or None for all.
+
+    ``inputs``, ``target`` and ``mask`` live on the cache device (``device``, or the CPU under
+    ``keep_gpu: False``).
     """
     start_time = time.perf_counter()
     forward = UnitForward(module, inputs, kwargs, unit, device, target.device)
@@ -208,12 +225,19 @@ def reconstruct(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor, co
                 checkpoint: ReconCheckpoint | None = None) -> list[UnitReport]:
     """Reconstruct every unit of a calibrated, quantized CLIP ``model`` in place; one report per unit.
 
-    ``images`` and ``tokens`` are all reconstruction inputs (``calibrate.visual`` images,
-    ``calibrate.text`` tokenized texts). With ``keep_gpu: False`` the caches live on the CPU.
-    With ``token_loss: relevant`` the loss of token units averages over the tokens that can reach
-    the encoder output only (see :class:`~d4c.quantization.qconfig.ReconConfig`). With a
-    ``checkpoint``, finished units are saved now and then and a matching checkpoint is resumed
-    (its units are skipped); the checkpoint is left in place (the caller removes it).
+    Args:
+        model: a calibrated CLIP wrapped by :func:`~d4c.quantization.quant_clip.quantize_clip`.
+        images: every reconstruction image (the ``calibrate.visual`` calibration images).
+        tokens: every reconstruction text, tokenized (the ``calibrate.text`` calibration texts).
+        config: the reconstruction hyper-parameters; ``keep_gpu: False`` keeps the caches on the CPU,
+            ``token_loss: relevant`` averages token units' loss over the tokens that can reach the
+            encoder output only (see :class:`~d4c.quantization.qconfig.ReconConfig`).
+        device: where the units run.
+        seed: seeds the row sampling.
+        progress: show a progress bar per unit and log its loss before and after.
+        encoders: which encoders to reconstruct (``visual``, ``text``), image encoder first.
+        checkpoint: finished units are saved now and then and a matching checkpoint is resumed (its
+            units are skipped); it is left in place (the caller removes it).
     """
     device = torch.device(device)
     store = device if config.keep_gpu else torch.device("cpu")
@@ -269,8 +293,8 @@ def reconstruct(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor, co
                                           batch_size, scale_lr, device, generator, progress, desc, mask)
                 reports.append(report)
                 if progress:
-                    tqdm.write(f"{desc}: loss {report.error_before:.4g} -> {report.error_after:.4g} "
-                               f"({report.seconds_per_iter * 1e3:.2f} ms/iter)")
+                    logger.info(f"{desc}: loss {report.error_before:.4g} -> {report.error_after:.4g} "
+                                f"({report.seconds_per_iter * 1e3:.2f} ms/iter)")
                 del inputs, target
                 if checkpoint is not None:
                     checkpoint.maybe_save(model, generator, [r.name for r in reports], [r.as_dict() for r in reports])

@@ -1,4 +1,4 @@
-"""Reconstruction units of a quantized CLIP (SPEC 4.5), grouped by the block they live in.
+"""Reconstruction units of a quantized CLIP (docs/method.md, "Reconstruction"), grouped by their block.
 
 * ResNet image encoder: every Bottleneck is one unit; in the attention pool, q_proj, k_proj,
   v_proj and c_proj are single-layer units.

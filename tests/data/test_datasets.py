@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from d4c.data.datasets import build_dataset, check_dataset
+from d4c.data.datasets import build_dataset, check_dataset, sample_images
 from d4c.data.digits import DIGIT_CLASSNAMES, DigitsDataset, load_digits_split
 from d4c.data.transforms import CLIP_MEAN, CLIP_STD, clip_transform, denormalize
 from d4c.errors import D4CError
@@ -62,7 +62,7 @@ def test_unknown_split():
 
 @pytest.mark.parametrize("name", ["cifar10", "cifar100", "imagenet1k"])
 def test_root_is_required(name):
-    with pytest.raises(D4CError, match="--dataset_root is required"):
+    with pytest.raises(D4CError, match="dataset_root is required"):
         check_dataset(name, None, "test")
 
 
@@ -102,3 +102,16 @@ def test_imagenet_layout_checks(tmp_path):
     check_dataset("imagenet1k", str(tmp_path), "test")  # val/ present: fine
     with pytest.raises(D4CError, match="missing train/ class folders"):
         check_dataset("imagenet1k", str(tmp_path), "train")
+
+
+def test_sampled_images_are_distinct_seeded_members_of_the_dataset():
+    train = build_dataset("digits", None, "train", clip_transform(32))
+    images = sample_images(train, 20, seed=3)
+    assert images.shape == (20, 3, 32, 32)
+    pool = torch.stack([train[i][0] for i in range(len(train))]).flatten(1)
+    matches = [torch.nonzero((pool == img.flatten()).all(1)).flatten().tolist() for img in images]
+    assert all(matches) and len({m[0] for m in matches}) == 20
+    assert torch.equal(images, sample_images(train, 20, seed=3))
+    assert not torch.equal(images, sample_images(train, 20, seed=4))
+    with pytest.raises(ValueError, match="fewer than"):
+        sample_images(train, len(train) + 1, seed=0)

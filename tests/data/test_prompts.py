@@ -7,7 +7,11 @@ import json
 import pytest
 
 from d4c.data.digits import DIGIT_CLASSNAMES
-from d4c.data.prompts import DIGITS_PROMPTS, GENERIC_PROMPTS, calibration_texts, load_prompt_file
+import clip
+import torch
+
+from d4c.data.prompts import (DIGITS_PROMPTS, GENERIC_PROMPTS, calibration_texts, calibration_tokens,
+                              load_prompt_file)
 from d4c.errors import D4CError
 
 
@@ -63,3 +67,15 @@ def test_calibration_texts_are_a_seeded_shuffle_of_the_product():
     assert len(texts) == 4 and set(texts) <= {t.format(c=c) for t in templates for c in names}
     assert texts == calibration_texts(templates, names, 4, seed=0)
     assert calibration_texts(templates, names, 6, seed=0) != calibration_texts(templates, names, 6, seed=1)
+
+
+def test_calibration_texts_are_dataset_templates_times_custom_classnames():
+    prompts = load_prompt_file("./d4c/template/custom_classnames_templates.json")
+    templates = ["a photo of the digit {c}.", "the number {c}."]
+    tokens = calibration_tokens(templates, prompts, 50, seed=1)
+    texts = calibration_texts(templates, prompts.classnames, 50, 1)
+    assert tokens.shape == (50, 77)
+    assert torch.equal(tokens, clip.tokenize(texts))
+    allowed = {t.format(c=c) for t in templates for c in prompts.classnames}
+    assert set(texts) <= allowed and len(set(texts)) == 50
+    assert texts != calibration_texts(templates, prompts.classnames, 50, 2)

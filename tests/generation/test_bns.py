@@ -84,7 +84,7 @@ def test_bns_hooks_are_removed_and_gradients_reach_the_pixels(resnet):
 
 
 def test_bns_on_a_vit_is_a_clear_error(micro_vit):
-    with pytest.raises(D4CError, match="BNS .* needs an image encoder with BatchNorm"):
+    with pytest.raises(D4CError, match=r"^method bns \(BNS\) needs an image encoder with BatchNorm"):
         BNS(micro_vit, GenerationSettings(method="bns"), None, torch.device("cpu"))
 
 

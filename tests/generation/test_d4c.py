@@ -12,13 +12,15 @@ from d4c.errors import D4CError
 from d4c.generation import pae, scg
 from d4c.generation.engine import generate
 from d4c.generation.methods.d4c import D4C
+from d4c.generation.rows import settings_for_row
 from d4c.generation.settings import GenerationSettings
+from tests.numerics import assert_relative_close
 
 PROMPTS = ["a photo of a dog.", "a photo of a car.", "a photo of a tree.", "a photo of a cup.", "a photo of a hat."]
 
 
 def _method(model, config, num_images=8, resolution=32, seed=0):
-    method = D4C(model, GenerationSettings(method="d4c", d4c_config=config), PROMPTS, torch.device("cpu"))
+    method = D4C(model, settings_for_row(f"d4c{config}"), PROMPTS, torch.device("cpu"))
     method.setup(num_images, resolution, torch.Generator().manual_seed(seed))
     return method
 
@@ -31,7 +33,7 @@ def test_text_targets_are_normalised_prompt_features_and_targets_are_fixed_unifo
     method = _method(micro_vit, 0, num_images=4000)
     with torch.no_grad():
         expected = F.normalize(micro_vit.encode_text(clip.tokenize(PROMPTS)), dim=-1)
-    assert torch.allclose(method.text_targets, expected, atol=1e-6)
+    assert_relative_close(method.text_targets, expected, 1e-6, "text targets")
     counts = torch.bincount(method.targets, minlength=len(PROMPTS)).float()
     assert method.targets.min() >= 0 and method.targets.max() < len(PROMPTS)
     assert (counts / 4000 - 0.2).abs().max() < 0.03
@@ -47,7 +49,7 @@ def test_pgsi_logits_are_cosine_similarities_over_tau(micro_vit):
         logits = method.logits(x, slice(0, 4), 1, torch.Generator())
         expected = _features(micro_vit, x) @ method.text_targets.t() / 0.1
     assert logits.shape == (4, len(PROMPTS))
-    assert torch.allclose(logits, expected, atol=1e-4)
+    assert_relative_close(logits, expected, 1e-5, "logits")
 
 
 def test_pgsi_with_pae_perturbs_the_whole_image(micro_vit):
@@ -57,7 +59,7 @@ def test_pgsi_with_pae_perturbs_the_whole_image(micro_vit):
         logits = method.logits(x, slice(0, 4), 1, torch.Generator().manual_seed(9))
         views = pae.perturb(x, torch.Generator().manual_seed(9))
         expected = _features(micro_vit, views) @ method.text_targets.t() / 0.1
-    assert torch.allclose(logits, expected, atol=1e-4)
+    assert_relative_close(logits, expected, 1e-5, "logits")
 
 
 @pytest.mark.parametrize("config", [1, 3])
@@ -78,7 +80,7 @@ def test_scg_logits_have_k_plus_minibatch_columns_and_match_a_per_image_referenc
         f_fg, f_bg = _features(micro_vit, fg), _features(micro_vit, bg)
         expected = torch.cat([f_fg @ method.text_targets.t(), f_fg @ f_bg.t()], dim=1) / 0.1
     assert logits.shape == (4, len(PROMPTS) + 4)
-    assert torch.allclose(logits, expected, atol=1e-4)
+    assert_relative_close(logits, expected, 1e-5, "logits")
 
 
 def test_scg_negatives_stay_within_each_minibatch_when_grouped(micro_vit):
@@ -92,8 +94,8 @@ def test_scg_negatives_stay_within_each_minibatch_when_grouped(micro_vit):
         f_fg, f_bg = _features(micro_vit, fg), _features(micro_vit, bg)
     assert grouped.shape == (8, len(PROMPTS) + 4)
     K = len(PROMPTS)
-    assert torch.allclose(grouped[:4, K:], f_fg[:4] @ f_bg[:4].t() / 0.1, atol=1e-4)
-    assert torch.allclose(grouped[4:, K:], f_fg[4:] @ f_bg[4:].t() / 0.1, atol=1e-4)
+    assert_relative_close(grouped[:4, K:], f_fg[:4] @ f_bg[:4].t() / 0.1, 1e-5, "first mini-batch")
+    assert_relative_close(grouped[4:, K:], f_fg[4:] @ f_bg[4:].t() / 0.1, 1e-5, "second mini-batch")
 
 
 def test_scg_encodes_foregrounds_and_backgrounds_in_one_forward_and_grads_reach_both(micro_vit):
@@ -110,13 +112,13 @@ def test_scg_encodes_foregrounds_and_backgrounds_in_one_forward_and_grads_reach_
 
 
 def test_d4c_without_prompts_is_a_clear_error(micro_vit):
-    with pytest.raises(D4CError, match="--custom_file"):
+    with pytest.raises(D4CError, match="^prompts holds no generation prompts"):
         D4C(micro_vit, GenerationSettings(method="d4c"), [], torch.device("cpu"))
 
 
 def test_pgsi_loss_decreases_over_20_iterations_on_tiny_vit(tiny_vit):
     prompts = load_prompt_file(str(DIGITS_PROMPTS)).prompts()
-    settings = GenerationSettings(method="d4c", d4c_config=0, num_images=8, gen_batch_size=4, gen_iter=20, gen_lr=0.05)
+    settings = settings_for_row("d4c0", GenerationSettings(num_images=8, gen_batch_size=4, gen_iter=20, gen_lr=0.05))
     result = generate(tiny_vit.model, settings, "cpu", prompts, progress=False)
     history = result.loss_history
     assert len(history) == 20 and torch.isfinite(history).all()

@@ -11,7 +11,9 @@ from d4c.generation.checkpoint import CheckpointStore
 from d4c.generation.engine import frozen, generate, initial_images
 from d4c.generation.methods.bns import BNS
 from d4c.generation.schedules import schedule_steps
+from d4c.generation.rows import settings_for_row
 from d4c.generation.settings import GenerationSettings
+from tests.numerics import assert_relative_close
 
 
 class Interrupt(Exception):
@@ -67,7 +69,9 @@ def test_engine_follows_the_schedule(micro_rn, schedule):
     settings = GenerationSettings(method="bns", num_images=6, gen_batch_size=2, gen_iter=3, gen_schedule=schedule)
     result = generate(micro_rn, settings, "cpu", progress=False)
     expected = _manual_bns(micro_rn, settings)
-    assert torch.allclose(result.images, expected, atol=1e-5)
+    # Adam's first steps are nearly sign(gradient): a pixel whose tiny gradient rounds to the other sign on
+    # another CPU moves 2 * lr the other way, so the images are compared by relative error, not elementwise.
+    assert_relative_close(result.images, expected, 1e-3, "images")
     assert len(result.loss_history) == 3 and torch.isfinite(result.loss_history).all()
 
 
@@ -104,8 +108,8 @@ def test_parameters_are_frozen_and_eval_mode_during_generation_then_restored(mic
 @pytest.mark.parametrize("schedule", ["reference", "batched"])
 def test_resume_gives_the_same_final_images_as_an_uninterrupted_run(tiny_vit, tmp_path, schedule):
     prompts = load_prompt_file(str(DIGITS_PROMPTS)).prompts()
-    settings = GenerationSettings(method="d4c", d4c_config=3, num_images=6, gen_batch_size=4, gen_iter=5,
-                                  gen_schedule=schedule, gen_ckpt_every=2, seed=11)
+    settings = settings_for_row("d4c3", GenerationSettings(num_images=6, gen_batch_size=4, gen_iter=5,
+                                                           gen_schedule=schedule, gen_ckpt_every=2, seed=11))
     uninterrupted = generate(tiny_vit.model, settings, "cpu", prompts, progress=False)
 
     store = CheckpointStore(tmp_path / "run.ckpt.pt", key="recipe")
@@ -127,13 +131,22 @@ def test_resume_gives_the_same_final_images_as_an_uninterrupted_run(tiny_vit, tm
     assert not torch.equal(torch.get_rng_state(), global_state)  # (the randn above), generation used its own
 
 
-def test_a_checkpoint_of_another_recipe_is_ignored(tiny_vit, tmp_path):
-    prompts = ["a photo of a loop."]
-    settings = GenerationSettings(method="d4c", d4c_config=0, num_images=2, gen_batch_size=2, gen_iter=3, gen_ckpt_every=1)
-    store = CheckpointStore(tmp_path / "c.pt", key="A")
+SHORT_PROMPTS = ["a photo of a loop."]
+SHORT = settings_for_row("d4c0", GenerationSettings(num_images=2, gen_batch_size=2, gen_iter=3, gen_ckpt_every=1))
+
+
+def _interrupted(model, path) -> CheckpointStore:
+    """The checkpoint store (key "A") of a SHORT generation killed after its second iteration."""
+    store = CheckpointStore(path, key="A")
     with pytest.raises(Interrupt):
-        generate(tiny_vit.model, settings, "cpu", prompts, checkpoint=store, progress=False,
+        generate(model, SHORT, "cpu", SHORT_PROMPTS, checkpoint=store, progress=False,
                  on_iteration=lambda k: (_ for _ in ()).throw(Interrupt) if k == 2 else None)
+    return store
+
+
+def test_a_checkpoint_of_another_recipe_is_ignored(tiny_vit, tmp_path):
+    prompts, settings = SHORT_PROMPTS, SHORT
+    store = _interrupted(tiny_vit.model, tmp_path / "c.pt")
     with pytest.warns(UserWarning, match="another recipe"):
         result = generate(tiny_vit.model, settings, "cpu", prompts, checkpoint=CheckpointStore(store.path, "B"),
                           progress=False)
@@ -142,7 +155,7 @@ def test_a_checkpoint_of_another_recipe_is_ignored(tiny_vit, tmp_path):
 
 def test_nan_stops_the_run_naming_the_iteration(micro_rn):
     settings = GenerationSettings(method="bns", num_images=2, gen_batch_size=2, gen_iter=30, gen_lr=float("inf"))
-    with pytest.raises(D4CError, match=r"NaN or Inf at iteration 1 of 30.*--gen_lr"):
+    with pytest.raises(D4CError, match=r"^gen_lr inf: .*NaN or Inf in the loss or the images at iteration 1 of 30"):
         generate(micro_rn, settings, "cpu", progress=False)
     assert all(not m._forward_pre_hooks for m in micro_rn.visual.modules())  # hooks removed on the way out
 
@@ -151,3 +164,17 @@ def test_gaussian_method_returns_the_initial_images(micro_vit):
     result = generate(micro_vit, GenerationSettings(method="gaussian", num_images=5, seed=2), "cpu", progress=False)
     assert torch.equal(result.images, initial_images(5, 32, 2)[0])
     assert result.seconds == 0 and len(result.loss_history) == 0
+
+
+def test_a_checkpoint_made_on_another_device_type_is_ignored(tiny_vit, tmp_path):
+    """Per-step random streams differ between CPU and CUDA: resuming there would not reproduce the run."""
+    prompts, settings = SHORT_PROMPTS, SHORT
+    store = _interrupted(tiny_vit.model, tmp_path / "c.pt")
+    state = torch.load(store.path, weights_only=True)
+    assert state["device_type"] == "cpu" and store.load(torch.device("cpu"))["iteration"] == 2
+    store.save({k: v for k, v in state.items() if k != "key"} | {"device_type": "cuda"})
+    with pytest.warns(UserWarning, match="made on cuda, this run is on cpu"):
+        assert store.load(torch.device("cpu")) is None
+    with pytest.warns(UserWarning, match="made on cuda"):
+        result = generate(tiny_vit.model, settings, "cpu", prompts, checkpoint=store, progress=False)
+    assert result.resumed_from == 0

@@ -6,6 +6,13 @@ import pytest
 import torch
 
 from d4c.generation.fastpaths import encode_images, fast_image_encoder, patch_embedding
+from tests.numerics import assert_relative_close
+
+# Another kernel (matmul for convolution, channels-last, folded BatchNorm) rounds differently on every
+# CPU: the values and pixel gradients are compared by relative error. Measured here: values <= 5e-7,
+# gradients (which cancel through BatchNorm) <= 9e-6.
+REL = 1e-5
+GRAD_REL = 1e-4
 
 
 def _value_and_grad(function, images):
@@ -21,8 +28,8 @@ def test_patch_embedding_equals_the_patch_convolution(tiny_vit):
     images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     ours, our_grad = _value_and_grad(lambda x: patch_embedding(conv, x), images)
     ref, ref_grad = _value_and_grad(conv, images)
-    assert ours.shape == ref.shape and torch.allclose(ours, ref, atol=1e-5)
-    assert torch.allclose(our_grad, ref_grad, atol=1e-5)
+    assert_relative_close(ours, ref, REL, "patch embedding")
+    assert_relative_close(our_grad, ref_grad, GRAD_REL, "its input gradient")
 
 
 def test_fast_vit_encoder_matches_and_is_restored(tiny_vit):
@@ -33,7 +40,8 @@ def test_fast_vit_encoder_matches_and_is_restored(tiny_vit):
         assert "forward" in vars(model.visual.conv1)
         ours, our_grad = _value_and_grad(model.encode_image, images)
     assert "forward" not in vars(model.visual.conv1)
-    assert torch.allclose(ours, ref, atol=1e-5) and torch.allclose(our_grad, ref_grad, atol=1e-5)
+    assert_relative_close(ours, ref, REL, "features")
+    assert_relative_close(our_grad, ref_grad, GRAD_REL, "pixel gradients")
     with pytest.raises(RuntimeError):
         with fast_image_encoder(model):
             raise RuntimeError
@@ -49,7 +57,8 @@ def test_channels_last_resnet_input_matches(tiny_rn):
     images = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(2))
     ours, our_grad = _value_and_grad(lambda x: encode_images(tiny_rn.model, x), images)
     ref, ref_grad = _value_and_grad(tiny_rn.model.encode_image, images)
-    assert torch.allclose(ours, ref, atol=1e-5) and torch.allclose(our_grad, ref_grad, atol=1e-5)
+    assert_relative_close(ours, ref, REL, "features")
+    assert_relative_close(our_grad, ref_grad, GRAD_REL, "pixel gradients")
 
 
 def test_folded_batchnorm_resnet_matches_and_is_restored(tiny_rn):
@@ -65,7 +74,8 @@ def test_folded_batchnorm_resnet_matches_and_is_restored(tiny_rn):
     hook = bns[0].register_forward_pre_hook(lambda m, a: seen.append(1))
     with fast_image_encoder(model, fold_batchnorm=True):
         ours, our_grad = _value_and_grad(lambda x: encode_images(model, x), images)
-    assert torch.allclose(ours, ref, atol=1e-4, rtol=1e-4) and torch.allclose(our_grad, ref_grad, atol=1e-4, rtol=1e-4)
+    assert_relative_close(ours, ref, REL, "features")  # folding rounds the weights once more
+    assert_relative_close(our_grad, ref_grad, GRAD_REL, "pixel gradients")
     with fast_image_encoder(model, fold_batchnorm=False):
         assert "forward" not in vars(bns[0])
     hook.remove()

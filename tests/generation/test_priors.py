@@ -1,4 +1,4 @@
-"""The total-variation prior against its formula (SPEC 3), computed independently in NumPy."""
+"""The total-variation prior against its formula (docs/method.md), computed independently in NumPy."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Calibration data (real images, Gaussian noise, texts) and what the observers see."""
+"""Calibration: what the activation and weight observers see, and the quantizers' state afterwards."""
 
 from __future__ import annotations
 
@@ -8,11 +8,8 @@ import clip
 import pytest
 import torch
 
-from d4c.config import RunConfig
-from d4c.data.datasets import build_dataset
-from d4c.data.prompts import calibration_texts, load_prompt_file
 from d4c.models.loading import load_clip
-from d4c.quantization.calibration import calibrate, calibration_images, calibration_tokens
+from d4c.quantization.calibration import calibrate
 from d4c.quantization.qconfig import load_qconfig
 from d4c.quantization.qparams import calculate_qparams
 from d4c.quantization.quant_clip import named_quantizers, quantize_clip
@@ -21,53 +18,6 @@ from d4c.quantization.quant_clip import named_quantizers, quantize_clip
 @pytest.fixture(scope="module")
 def tiny_vit():
     return load_clip("tiny-vit")
-
-
-def test_real_calibration_images_are_distinct_training_images(tiny_vit):
-    config = RunConfig(dataset="digits", num_workers=0, seed=3)
-    images = calibration_images(config, tiny_vit, 20, "cpu")
-    assert images.shape == (20, 3, 32, 32)
-    train = build_dataset("digits", None, "train", tiny_vit.preprocess)
-    pool = torch.stack([train[i][0] for i in range(len(train))]).flatten(1)
-    matches = [torch.nonzero((pool == img.flatten()).all(1)).flatten().tolist() for img in images]
-    assert all(m for m in matches)
-    assert len({m[0] for m in matches}) == 20
-    again = calibration_images(config, tiny_vit, 20, "cpu")
-    torch.testing.assert_close(images, again)
-    other = calibration_images(RunConfig(dataset="digits", num_workers=0, seed=4), tiny_vit, 20, "cpu")
-    assert not torch.equal(images, other)
-
-
-def test_gaussian_noise_images_are_seeded_standard_normal(tiny_vit):
-    config = RunConfig(dataset="digits", dfq=True, seed=5)
-    images = calibration_images(config, tiny_vit, 256, "cpu")
-    assert images.shape == (256, 3, 32, 32)
-    assert abs(images.mean().item()) < 0.02 and abs(images.std().item() - 1) < 0.02
-    torch.testing.assert_close(images, calibration_images(config, tiny_vit, 256, "cpu"))
-
-
-def test_pseudo_images_come_from_the_generation_stage(tiny_vit, tmp_path):
-    from d4c.generation import synthesize_for_run
-
-    config = RunConfig(dataset="digits", dfq=True, gen_img=True, gen_iter=2, gen_batch_size=2, seed=5,
-                       custom_file="./d4c/template/digits_classnames_templates.json", gen_cache_dir="none")
-    images = calibration_images(config, tiny_vit, 4, "cpu")
-    assert images.shape == (4, 3, 32, 32) and torch.isfinite(images).all()
-    noise = calibration_images(RunConfig(dataset="digits", dfq=True, seed=5), tiny_vit, 4, "cpu")
-    assert not torch.allclose(images, noise)  # optimised, not the Gaussian starting point
-    torch.testing.assert_close(images, synthesize_for_run(config, tiny_vit, 4, "cpu"))
-
-
-def test_calibration_texts_are_dataset_templates_times_custom_classnames():
-    prompts = load_prompt_file("./d4c/template/custom_classnames_templates.json")
-    templates = ["a photo of the digit {c}.", "the number {c}."]
-    tokens = calibration_tokens(templates, prompts, 50, seed=1)
-    texts = calibration_texts(templates, prompts.classnames, 50, 1)
-    assert tokens.shape == (50, 77)
-    assert torch.equal(tokens, clip.tokenize(texts))
-    allowed = {t.format(c=c) for t in templates for c in prompts.classnames}
-    assert set(texts) <= allowed and len(set(texts)) == 50
-    assert texts != calibration_texts(templates, prompts.classnames, 50, 2)
 
 
 def test_activation_observers_see_the_first_32_samples_and_weights_their_values(tiny_vit, fast_qconfig):

@@ -10,7 +10,7 @@ import torch
 from d4c.quantization.fake_quant import (GAMMA, ZETA, AdaRoundFakeQuantize, FixedFakeQuantize, LSQFakeQuantize,
                                          LSQPlusFakeQuantize, build_quantizer)
 from d4c.quantization.observers import MinMaxObserver
-from d4c.quantization.qconfig import QuantizerConfig
+from d4c.quantization.quantizer_config import QuantizerConfig
 from d4c.quantization.qparams import calculate_qparams, quant_range
 
 QUANTIZERS = [FixedFakeQuantize, LSQFakeQuantize, LSQPlusFakeQuantize, AdaRoundFakeQuantize]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from d4c.quantization.mse_search import brute_force_search, golden_section_search
 from d4c.quantization.observers import (AvgMinMaxObserver, AvgMSEFastObserver, AvgMSEObserver, MinMaxObserver,
                                         MSEFastObserver, MSEObserver, build_observer)
 from d4c.quantization.qparams import calculate_qparams, fake_quantize, lp_error, quant_range
+from d4c.quantization.range_search import brute_force_search
 
 
 def _batches(seed=0, n=3, shape=(20, 6)):
@@ -59,15 +59,16 @@ def test_mse_observer_single_batch_equals_brute_force(cls, kind):
         torch.testing.assert_close(obs.min_val, ref_min.reshape(-1), rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(obs.max_val, ref_max.reshape(-1), rtol=1e-5, atol=1e-6)
     else:
-        # the approximate search the observer delegates to, and a range about as good as the exhaustive one
-        fast_min, fast_max = golden_section_search(x, 0, 15, False, ch_axis)
-        torch.testing.assert_close(obs.min_val, fast_min.reshape(-1))
-        torch.testing.assert_close(obs.max_val, fast_max.reshape(-1))
-
+        # approximate: a range about as good as the exhaustive one, and never worse than min/max
         def err(lo, hi):
             scale, zp = calculate_qparams(lo, hi, 0, 15, False)
             return lp_error(x, fake_quantize(x, scale, zp, 0, 15, ch_axis), 2.4, ch_axis)
-        assert torch.all(err(fast_min, fast_max) <= err(ref_min, ref_max) * 1.5 + 1e-9)
+
+        lo, hi = obs.min_val.reshape(ref_min.shape), obs.max_val.reshape(ref_max.shape)
+        plain_min = x.amin() if ch_axis < 0 else x.amin(1)
+        plain_max = x.amax() if ch_axis < 0 else x.amax(1)
+        assert torch.all(err(lo, hi) <= err(ref_min, ref_max) * 1.5 + 1e-9)
+        assert torch.all(err(lo, hi) <= err(plain_min, plain_max))
 
 
 def test_mse_observers_combine_batches_like_their_minmax_counterparts():
@@ -104,8 +105,7 @@ def test_every_observer_builds_and_produces_valid_qparams(name):
     scale, zp = obs.calculate_qparams()
     assert scale.shape == (3,) and torch.all(scale > 0) and torch.all(zp == 0)
     assert quant_range(4, True) == (obs.qmin, obs.qmax)
-    assert isinstance(obs, (MinMaxObserver, AvgMinMaxObserver, MSEObserver, AvgMSEObserver, MSEFastObserver,
-                            AvgMSEFastObserver))
+    assert type(obs).__name__ == name
 
 
 def test_unobserved_observer_refuses_qparams():

@@ -57,6 +57,7 @@ def test_zoo_models_are_unchanged_with_quantizers_off(name, fast_qconfig):
     _check_equivalence(load_clip(name).model, 2, fast_qconfig("config44"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["RN50", "ViT-B/32"])
 def test_full_size_random_architectures_are_unchanged_with_quantizers_off(arch, fast_qconfig):
     model = OPENAI_ARCHITECTURES[arch].build(seed=0)

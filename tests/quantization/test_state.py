@@ -109,7 +109,7 @@ def test_states_of_the_earlier_format_are_still_read(tmp_path, micro_rn, fast_qc
 def test_unreadable_or_foreign_files_are_rejected(tmp_path):
     junk = tmp_path / "junk.quant.pt"
     junk.write_bytes(b"not a torch file")
-    with pytest.raises(D4CError, match="is not a saved quantized model"):
+    with pytest.raises(D4CError, match="^load_quant .* is not a readable saved quantized model"):
         load_quant_state(junk)
     other = tmp_path / "other.pt"
     torch.save({"state_dict": {}}, other)
@@ -122,5 +122,5 @@ def test_a_broken_compact_file_is_one_sentence(tmp_path):
 
     path = tmp_path / "x.quant.safetensors"
     save_file({"a": torch.zeros(2)}, str(path), metadata={"d4c": "{}"})
-    with pytest.raises(D4CError, match="is not a saved quantized model"):
+    with pytest.raises(D4CError, match="is not a readable saved quantized model"):
         load_quant_state(path)

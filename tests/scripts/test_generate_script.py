@@ -35,7 +35,8 @@ def test_gaussian_and_baseline_choices(generate_script, tmp_path):
 def test_wrong_family_is_one_sentence_and_exit_2(generate_script, capsys):
     assert generate_script.main(["--model", "tiny-vit", "--gen_method", "bns", "--gen_cache_dir", "none"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("generate.py: error: BNS") and err[0].endswith(".")
+    assert len(err) == 1 and err[0].endswith(".")
+    assert err[0].startswith("generate.py: error: --gen_method bns (BNS) needs")
 
 
 def test_output_locations_are_checked_before_the_model(generate_script, tmp_path, capsys):

@@ -1,6 +1,12 @@
-"""Pseudo-image methods, each one module, registered by name (gaussian, bns, pse, d4c)."""
+"""Pseudo-image methods, each one module, registered by name (gaussian, bns, pse, d4c).
+
+A new method is a module here whose class is ``@register``-ed, imported below; nothing else
+names it (docs/design.md, "Adding a generation method").
+"""
 
 from d4c.generation.methods import bns, d4c, gaussian, pse  # noqa: F401  (registers the methods)
-from d4c.generation.methods.base import GenerationMethod, available_methods, method_class, register
+from d4c.generation.methods.base import (BASELINE, GenerationMethod, Option, available_methods, method_choices,
+                                         method_class, method_options, register, resolve_method)
 
-__all__ = ["GenerationMethod", "available_methods", "method_class", "register"]
+__all__ = ["BASELINE", "GenerationMethod", "Option", "available_methods", "method_choices", "method_class",
+           "method_options", "register", "resolve_method"]

@@ -1,7 +1,15 @@
-"""The interface every pseudo-image method implements, and the registry that finds them by name."""
+"""The interface every pseudo-image method implements, and the registry that finds them by name.
+
+The registry is the only list of method names: ``--gen_method``'s choices, the paper rows a
+method makes (:meth:`GenerationMethod.rows`), its own command-line options
+(:attr:`GenerationMethod.options`) and the family baseline (``baseline``) all come from the
+registered classes. Adding a method is one module in this folder with a ``@register``-ed class,
+imported by ``methods/__init__.py`` (docs/design.md, "Adding a generation method").
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
 
 import torch
@@ -11,26 +19,72 @@ from d4c.generation.fastpaths import encode_images
 from d4c.generation.priors import TV_WEIGHT, total_variation
 from d4c.generation.settings import GenerationSettings
 
+BASELINE = "baseline"
+"""Not a method of its own: the family's baseline (:meth:`GenerationMethod.is_baseline_for`)."""
+
 _REGISTRY: dict[str, type["GenerationMethod"]] = {}
+
+
+@dataclass(frozen=True)
+class Option:
+    """A hyper-parameter of one method, and its command-line flag ``--<name>``.
+
+    Name it after the method (``d4c_config``): every registered option is a flag of the same
+    command line. Its value lives in :attr:`GenerationSettings.options` under ``name``. The flag
+    is typed like ``default`` (a switch for a boolean; repeatable, collecting a list, for a list).
+    """
+
+    name: str
+    default: Any
+    help: str
+    choices: tuple | None = None
+    metavar: str | None = None
 
 
 def register(cls: type["GenerationMethod"]) -> type["GenerationMethod"]:
     """Class decorator: make ``cls`` findable as ``method_class(cls.name)``."""
+    taken = {option.name for other in _REGISTRY.values() if other is not cls for option in other.options}
+    clash = [option.name for option in cls.options if option.name in taken]
+    if cls.name == BASELINE or clash:
+        raise ValueError(f"method {cls.name!r} reuses the name {BASELINE!r} or the options {clash}")
     _REGISTRY[cls.name] = cls
     return cls
 
 
 def method_class(name: str) -> type["GenerationMethod"]:
-    """The method registered as ``name`` (gaussian, bns, pse, d4c)."""
+    """The method registered as ``name``."""
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise D4CError(f"Unknown pseudo-image method {name!r}; choose one of {', '.join(sorted(_REGISTRY))}.") from None
+        raise D4CError(f"{name!r} is not a pseudo-image method; choose one of {', '.join(method_choices())}.",
+                       "method") from None
 
 
 def available_methods() -> list[str]:
     """Names of every registered method."""
     return sorted(_REGISTRY)
+
+
+def method_choices() -> list[str]:
+    """What ``--gen_method`` accepts: every registered method and ``baseline``."""
+    return [*available_methods(), BASELINE]
+
+
+def method_options() -> list[Option]:
+    """Every registered method's options, in registration order."""
+    return [option for cls in _REGISTRY.values() for option in cls.options]
+
+
+def resolve_method(name: str, model: torch.nn.Module) -> str:
+    """The registered method ``name`` stands for on ``model``: itself, or for ``baseline`` the image
+    tower's family baseline (BNS for ResNets, PSE for ViTs)."""
+    if name != BASELINE:
+        return method_class(name).name
+    found = [cls.name for cls in _REGISTRY.values() if cls.is_baseline_for(model)]
+    if len(found) != 1:
+        raise D4CError(f"{BASELINE} needs a ViT (PSE) or ResNet (BNS) image encoder, but this model's is a "
+                       f"{type(model.visual).__name__}.", "method")
+    return found[0]
 
 
 class GenerationMethod:
@@ -46,6 +100,8 @@ class GenerationMethod:
     """False for methods that keep the initial N(0, 1) images (Gaussian noise)."""
     reads_batchnorm_inputs: ClassVar[bool] = False
     """True for methods that hook BatchNorm inputs (BNS): BN layers then stay unfolded while generating."""
+    options: ClassVar[tuple[Option, ...]] = ()
+    """This method's own hyper-parameters (each a flag); read them with :meth:`option_values`."""
 
     def __init__(self, model: torch.nn.Module, settings: GenerationSettings, prompts: Sequence[str] | None,
                  device: torch.device) -> None:
@@ -56,12 +112,42 @@ class GenerationMethod:
 
     @classmethod
     def check_model(cls, model: torch.nn.Module) -> None:
-        """Raise a one-sentence :class:`D4CError` when ``model``'s image tower cannot be used."""
+        """Raise a one-sentence :class:`D4CError` (parameter ``method``) when ``model``'s image tower cannot be used."""
+
+    @classmethod
+    def check_options(cls, settings: GenerationSettings) -> None:
+        """Raise a one-sentence :class:`D4CError` (parameter: the option) for option values this method cannot
+        use; called before any model is loaded (:meth:`d4c.config.RunConfig.validate`)."""
+
+    @classmethod
+    def is_baseline_for(cls, model: torch.nn.Module) -> bool:
+        """True when this method is the prior data-free baseline of ``model``'s family (``--gen_method baseline``)."""
+        return False
+
+    @classmethod
+    def option_values(cls, settings: GenerationSettings) -> dict[str, Any]:
+        """This method's options as ``settings`` sets them (declared defaults for the others)."""
+        return {option.name: settings.options.get(option.name, option.default) for option in cls.options}
+
+    @classmethod
+    def rows(cls) -> dict[str, dict[str, Any]]:
+        """The paper-table rows this method makes: label -> the option values that select it."""
+        return {cls.name: {}}
+
+    @classmethod
+    def row(cls, settings: GenerationSettings) -> str:
+        """The row label of ``settings`` (its options select it among :meth:`rows`)."""
+        values = cls.option_values(settings)
+        for label, selects in cls.rows().items():
+            if all(values[key] == value for key, value in selects.items()):
+                return label
+        raise ValueError(f"no row of {cls.name} has the options {values}")
 
     @classmethod
     def recipe_fields(cls, settings: GenerationSettings, prompts: Sequence[str] | None) -> dict[str, Any]:
-        """Method-specific fields of the cache recipe (beyond model, sizes, optimiser, schedule, seed)."""
-        return {}
+        """Method-specific fields of the cache recipe (beyond model, sizes, optimiser, schedule, seed):
+        by default its option values."""
+        return cls.option_values(settings)
 
     def setup(self, num_images: int, resolution: int, generator: torch.Generator) -> None:
         """Draw per-image state that stays fixed for the run (targets, boxes)."""

@@ -1,4 +1,4 @@
-"""BNS (ResNet image towers): match BatchNorm running statistics (SPEC 3.3).
+"""BNS (ResNet image towers): match BatchNorm running statistics (docs/method.md, "BNS").
 
 A forward pre-hook on every ``BatchNorm2d`` of the image encoder takes the BN input's
 per-channel batch mean and biased variance over (N, H, W) and adds
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import clip
 import torch
 from torch import nn
 
@@ -63,8 +64,12 @@ class BNS(HookedTermsMethod):
     @classmethod
     def check_model(cls, model: nn.Module) -> None:
         if not batchnorm_layers(model):
-            raise D4CError("BNS (--gen_method bns) needs an image encoder with BatchNorm layers (a ResNet such as "
-                           "RN50), but this model's has none: use --gen_method pse or baseline for a ViT.")
+            raise D4CError("bns (BNS) needs an image encoder with BatchNorm layers (a ResNet such as RN50), but "
+                           "this model's has none: use pse or baseline for a ViT.", "method")
+
+    @classmethod
+    def is_baseline_for(cls, model: nn.Module) -> bool:
+        return isinstance(model.visual, clip.model.ModifiedResNet)
 
     def term(self, module: nn.BatchNorm2d, inputs: torch.Tensor, groups: int) -> torch.Tensor:
         return bn_statistics_loss(inputs, module.running_mean, module.running_var, groups)

@@ -1,4 +1,4 @@
-"""D4C (SPEC 3.2): PGSI always; SCG with ``--d4c_config`` 1 and 3; PAE with 2 and 3.
+"""D4C (docs/method.md, "D4C"): PGSI always; SCG with ``d4c_config`` 1 and 3; PAE with 2 and 3.
 
 * config 0 (PGSI): logits ``n(f_I(x_i)) . t_k / tau``, cross-entropy with the fixed target ``y_i``.
 * config 2 (PGSI+PAE): the same on a fresh perturbation of the whole image.
@@ -7,7 +7,8 @@
   similarities to every prompt and to every background of its own mini-batch (its own included),
   all over tau; cross-entropy with ``y_i``. The whole image is not encoded.
 
-Total per mini-batch: ``1.0 * CE + 0.1 * TV(x)``.
+Total per mini-batch: ``1.0 * CE + 0.1 * TV(x)``. The ablation is this method's option
+``d4c_config`` (the paper's ``--d4c_config``); its rows are ``d4c0`` ... ``d4c3``.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ from torch import nn
 from d4c.errors import D4CError
 from d4c.generation import pae, scg
 from d4c.generation.fastpaths import encode_images
-from d4c.generation.methods.base import GenerationMethod, register
+from d4c.generation.methods.base import GenerationMethod, Option, register
 from d4c.generation.pgsi import TAU, draw_targets, encode_text_targets, prompts_digest, text_logits
 from d4c.generation.priors import TV_WEIGHT, total_variation
 from d4c.generation.settings import GenerationSettings
 
+CONFIGS = (0, 1, 2, 3)
 SCG_CONFIGS = (1, 3)
 PAE_CONFIGS = (2, 3)
 
@@ -35,21 +37,28 @@ class D4C(GenerationMethod):
     """PGSI + optional SCG and PAE."""
 
     name = "d4c"
+    options = (Option("d4c_config", 3, "D4C ablation: 0 PGSI, 1 PGSI+SCG, 2 PGSI+PAE, 3 PGSI+SCG+PAE", CONFIGS),)
 
     def __init__(self, model: nn.Module, settings: GenerationSettings, prompts: Sequence[str] | None,
                  device: torch.device) -> None:
         super().__init__(model, settings, prompts, device)
         if not prompts:
-            raise D4CError("D4C needs generation prompts: give --custom_file a file with 'classnames' and 'templates'.")
-        self.use_scg = settings.d4c_config in SCG_CONFIGS
-        self.use_pae = settings.d4c_config in PAE_CONFIGS
+            raise D4CError("holds no generation prompts; D4C needs a prompt file's class names and templates.",
+                           "prompts")
+        config = self.option_values(settings)["d4c_config"]
+        self.use_scg = config in SCG_CONFIGS
+        self.use_pae = config in PAE_CONFIGS
         self.text_targets = encode_text_targets(model, prompts, self.device)
         self.targets: torch.Tensor | None = None
         self.boxes: torch.Tensor | None = None
 
     @classmethod
+    def rows(cls) -> dict[str, dict[str, Any]]:
+        return {f"d4c{config}": {"d4c_config": config} for config in CONFIGS}
+
+    @classmethod
     def recipe_fields(cls, settings: GenerationSettings, prompts: Sequence[str] | None) -> dict[str, Any]:
-        return {"d4c_config": settings.d4c_config, "prompts_sha256": prompts_digest(prompts or []),
+        return {**cls.option_values(settings), "prompts_sha256": prompts_digest(prompts or []),
                 "num_prompts": len(prompts or [])}
 
     def setup(self, num_images: int, resolution: int, generator: torch.Generator) -> None:

@@ -1,4 +1,7 @@
-"""Gaussian noise: the initial ``N(0, 1)`` images themselves (the paper's "Gaussian noise" row, ``--dfq`` alone)."""
+"""Gaussian noise: the initial ``N(0, 1)`` images themselves (the paper's "Gaussian noise" row, ``--dfq`` alone).
+
+The engine draws them (:func:`d4c.generation.engine.initial_images`), the one place noise images are made.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""PSE (ViT image towers, after PSAQ-ViT): maximise the patch-similarity entropy (SPEC 3.3).
+"""PSE (ViT image towers, after PSAQ-ViT): maximise the patch-similarity entropy (docs/method.md, "PSE").
 
 For every attention layer of the image encoder, with the attention's input tokens X and the
 per-head attention probabilities A_h, ``u = mean_h(A_h X)`` (class token dropped, P patch tokens);
@@ -88,9 +88,13 @@ class PSE(HookedTermsMethod):
 
     @classmethod
     def check_model(cls, model: nn.Module) -> None:
-        if not isinstance(model.visual, clip.model.VisionTransformer):
-            raise D4CError("PSE (--gen_method pse) needs a ViT image encoder (patch tokens and attention), but this "
-                           "model's is a ResNet: use --gen_method bns or baseline.")
+        if not cls.is_baseline_for(model):
+            raise D4CError("pse (PSE) needs a ViT image encoder (patch tokens and attention), but this model's is a "
+                           f"{type(model.visual).__name__}: use bns or baseline.", "method")
+
+    @classmethod
+    def is_baseline_for(cls, model: nn.Module) -> bool:
+        return isinstance(model.visual, clip.model.VisionTransformer)
 
     def term(self, module: nn.MultiheadAttention, inputs: torch.Tensor, groups: int) -> torch.Tensor:
         similarity = patch_similarity(module, inputs)

@@ -1,12 +1,13 @@
-"""The pruning bounds of the fast MSE search are lower bounds of the reference's error (and tight)."""
+"""The pruning bounds of the exact range search are lower bounds of the reference's error (and tight)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from d4c.quantization.mse_bounds import BinnedWidth, HistogramBound, PointSummary, scale_margin
-from d4c.quantization.mse_fast import Problem, bin_classes, two_sided_candidates
+from d4c.quantization.range_search.bounds import BinnedWidth, HistogramBound, PointSummary, bin_classes, scale_margin
+from d4c.quantization.range_search.common import Problem
+from d4c.quantization.range_search.exact import histogram_classes, two_sided_candidates
 from d4c.quantization.qparams import fake_quantize
 
 P = 2.4
@@ -82,7 +83,7 @@ def test_histogram_bound_is_below_reference(kind, bit):
         lattice = hist.lattice_prefix(s_ref)
         lo, hi = (pb.qmin - z).double(), (pb.qmax - z).double()
         bound = hist.lower_bound(lattice, torch.arange(2)[:, None, None], s_ref[:, :, None], lo[:, None, :],
-                                 hi[:, None, :], pb.histogram_classes())[:, 0, :]
+                                 hi[:, None, :], histogram_classes(pb))[:, 0, :]
         reach = torch.maximum(lo.abs(), hi.abs()) + 1
         safe = scale_margin(bound, s.double(), s_ref.expand_as(bound), reach, xc.shape[1], P, ideal=True)
         exact = _exact_sums(xc, s, z, pb.qmin, pb.qmax)

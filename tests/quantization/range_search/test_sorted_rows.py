@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from d4c.quantization.mse_fast import Problem
-from d4c.quantization.mse_search import brute_force_search, data_sidedness, search_range
 from d4c.quantization.qparams import calculate_qparams, channels_first, fake_quantize, lp_error
-from d4c.quantization.sorted_search import extremes_clip_bound, search_rows
-from tests.quantization.test_mse_search import _sample
+from d4c.quantization.range_search import brute_force_search, data_sidedness, search_range
+from d4c.quantization.range_search.common import Problem
+from d4c.quantization.range_search.sorted_rows import extremes_clip_bound, search_rows
+from tests.quantization.range_search.samples import sample as _sample
 
 
 def _rows(kind: str, shape: tuple[int, int], seed: int) -> torch.Tensor:

@@ -1,69 +1,47 @@
-"""Exact, fast MSEObserver grid search (SPEC 4.2): the reference's choice by branch and bound.
+"""The exact MSE range search behind MSEObserver (docs/method.md, "Observers"): the reference's choice, fast.
 
-Same candidates as :func:`d4c.quantization.mse_search.brute_force_search` (1-D: ``num``
-thresholds; 2-D: ``num`` widths x every zero point), same float32 error formula, same rule (the
-smallest mean error wins, the earlier candidate on exact ties). Instead of one pass over the data
-per candidate it evaluates only candidates whose lower bound (:mod:`d4c.quantization.mse_bounds`)
-can still beat the best error found, cheapest bound first:
+Same candidates as :func:`~d4c.quantization.range_search.reference.brute_force_search` (1-D:
+``num`` thresholds; 2-D: ``num`` widths x every zero point), same float32 error formula, same
+rule (the smallest mean error wins, the earlier candidate on exact ties). Instead of one pass over
+the data per candidate it evaluates only candidates whose lower bound
+(:mod:`~d4c.quantization.range_search.bounds`) can still beat the best error found, cheapest
+bound first:
 
-* widths are visited best bound first (rows with a fine histogram: :class:`HistogramBound`) or
+* widths are visited best bound first (rows with a fine histogram: ``HistogramBound``) or
   from the widest down, stopping once the extreme elements alone rule out every narrower window;
-* a visited 2-D width costs one binning pass (:class:`BinnedWidth`), which bounds all its zero
+* a visited 2-D width costs one binning pass (``BinnedWidth``), which bounds all its zero
   points at once (exact in-range error, Jensen-bounded clipping error);
 * the few survivors are evaluated exactly with the reference formula.
 
-Bounds are made safe for float32 rounding (:func:`scale_margin`, ``RHO``), so pruning never drops
+Bounds are made safe for float32 rounding (``scale_margin``, :data:`RHO`), so pruning never drops
 a candidate that could be chosen; results differ from the reference only on float near-ties.
+The bounds need a convex error: ``p >= 1``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from d4c.quantization.mse_bounds import BinnedWidth, HistogramBound, PointSummary, distance_classes, scale_margin
-from d4c.quantization.qparams import SCALE_EPS, calculate_qparams, fake_quantize
+from d4c.quantization.qparams import SCALE_EPS, calculate_qparams
+from d4c.quantization.range_search.bounds import (BinnedWidth, HistogramBound, PointSummary, bin_classes,
+                                                  distance_classes, scale_margin)
+from d4c.quantization.range_search.common import (LP_NORM, NUM_CANDIDATES, Problem, mean_errors, per_channel,
+                                                  prepare, two_sided_width)
 
 RHO = 1e-5  # relative slack between a float64 bound and the reference's float32 mean error
 SEED_CANDIDATES = 4  # zero points given the fine bound to pick a row's first exact evaluation
-ROW_BUDGET = 1 << 23  # elements per row chunk (data, candidates or bins), bounding the memory
-EXACT_BLOCK = 1 << 22  # elements per batch of exact evaluations
-HIST_MAX_BINS = 1 << 13
-HIST_ROW_FRACTION = 64  # one histogram bin per this many elements: its bounds cost ~num/64 passes
-HIST_BINS_PER_LEVEL = 10  # a histogram helps once its bins are much finer than the grid step
 HIST_CLASS_RATIO = 2.0  # growth of the clipping-distance classes (units of s) of the histogram bound
 
 
-@dataclass(frozen=True)
-class Problem:
-    """The grid and search settings shared by every step of one search."""
+def histogram_classes(pb: Problem) -> list[float]:
+    """Clipping-distance classes for ``HistogramBound`` (distances reach ``num * levels`` steps)."""
+    return distance_classes(0.5, HIST_CLASS_RATIO, 2.0 * pb.num * pb.levels)
 
-    qmin: int
-    qmax: int
-    symmetric: bool
-    p: float
-    num: int
-    m: int  # elements per row
 
-    @property
-    def levels(self) -> int:
-        return self.qmax - self.qmin
-
-    def rows_per_chunk(self) -> int:
-        """Rows searched together: their data, bins and candidates stay within ``ROW_BUDGET``."""
-        bins = self.histogram_bins()
-        per_row = max(self.m, 4 * (self.levels + 1) * (self.num if bins else 1), self.num * (bins + 1))
-        return max(1, ROW_BUDGET // per_row)
-
-    def histogram_classes(self) -> list[float]:
-        """Clipping-distance classes for :class:`HistogramBound` (distances reach ``num * levels`` steps)."""
-        return distance_classes(0.5, HIST_CLASS_RATIO, 2.0 * self.num * self.levels)
-
-    def histogram_bins(self) -> int:
-        """Bins of the per-row histogram bound, or 0 when rows are too short for it to pay off."""
-        bins = min(HIST_MAX_BINS, self.m // HIST_ROW_FRACTION)
-        return bins if bins >= HIST_BINS_PER_LEVEL * self.levels else 0
+def exact_mean_errors(xc: torch.Tensor, rows: torch.Tensor, s: torch.Tensor, z: torch.Tensor,
+                      pb: Problem) -> torch.Tensor:
+    """Mean ``|x - fake_quant(x)|^p`` of candidates ``(s, z)`` on ``rows``: the reference's float32 formula."""
+    return mean_errors(xc, s, z, pb.qmin, pb.qmax, pb.p, rows)
 
 
 class Incumbent:
@@ -94,18 +72,6 @@ class Incumbent:
         r = rows[better]
         self.err[r], self.idx[r] = err[better], idx[better]
         self.lo[r], self.hi[r] = new_min[better], new_max[better]
-
-
-def exact_mean_errors(xc: torch.Tensor, rows: torch.Tensor, s: torch.Tensor, z: torch.Tensor,
-                      pb: Problem) -> torch.Tensor:
-    """Mean ``|x - fake_quant(x)|^p`` of candidates ``(s, z)`` on ``rows``: the reference's float32 formula."""
-    out = torch.empty(rows.numel(), dtype=torch.float32, device=xc.device)
-    step = max(1, EXACT_BLOCK // pb.m)
-    for j in range(0, rows.numel(), step):
-        xb = xc[rows[j:j + step]]
-        x_hat = fake_quantize(xb, s[j:j + step, None], z[j:j + step, None], pb.qmin, pb.qmax)
-        out[j:j + step] = (xb - x_hat).abs().pow(pb.p).mean(1)
-    return out
 
 
 def evaluate_in_rounds(xc: torch.Tensor, best: Incumbent, pb: Problem, rows: torch.Tensor, bound: torch.Tensor,
@@ -180,7 +146,7 @@ def search_one_sided(xc: torch.Tensor, best: Incumbent, pb: Problem, side: str) 
         s64 = cand["s"].double()
         bound = hist.lower_bound(hist.lattice_prefix(s64), rows[:, :, None], s64[:, :, None],
                                  (pb.qmin - cand["z"]).double()[:, :, None],
-                                 (pb.qmax - cand["z"]).double()[:, :, None], pb.histogram_classes())[:, :, 0]
+                                 (pb.qmax - cand["z"]).double()[:, :, None], histogram_classes(pb))[:, :, 0]
         bound = _bounded(bound, cand, cand["s"], pb, ideal=True)
     else:
         lo_edge = ((pb.qmin - cand["z"]) * cand["s"]).double()
@@ -256,19 +222,11 @@ def _visit_width(xc: torch.Tensor, extent: tuple[torch.Tensor, torch.Tensor], be
         evaluate_in_rounds(xc, best, pb, grid_rows[sel], fine, sub)
 
 
-def bin_classes(levels: int) -> list[int]:
-    """Distance classes (in bins from the clipping edge) for the binned Jensen bound."""
-    edges = [1, 2, 3, 4]
-    while edges[-1] < 2 * levels + 3:
-        edges.append(int(edges[-1] * 1.5) + 1)
-    return edges
-
-
 def search_two_sided(xc: torch.Tensor, best: Incumbent, pb: Problem) -> None:
     """2-D search: widths best histogram bound first (long rows) or widest first, one binning pass
     per visited width, until no remaining width can win."""
     extent = xc.min(1).values, xc.max(1).values
-    xrange = extent[1].clamp(min=0.0) - extent[0].clamp(max=0.0)  # max+ - min-: every range contains 0
+    xrange = two_sided_width(*extent)  # max+ - min-: every range contains 0
     _clamped(xc, best, pb, xrange)
     bins = pb.histogram_bins()
     if bins:
@@ -294,13 +252,13 @@ def _widths_by_histogram(xc: torch.Tensor, extent: tuple[torch.Tensor, torch.Ten
                          bins: int) -> None:
     """Bound every candidate from a histogram, then visit each row's widths cheapest bound first."""
     hist = HistogramBound(xc, bins, pb.p)
-    n_rows, xrange = xc.shape[0], extent[1].clamp(min=0.0) - extent[0].clamp(max=0.0)
+    n_rows, xrange = xc.shape[0], two_sided_width(*extent)
     cand = two_sided_candidates(xrange, torch.arange(1, pb.num + 1), pb)  # [rows, num, levels + 1]
     s_ref = cand["s"].amax(2)
     lattice = hist.lattice_prefix(s_ref.double())
     rows = torch.arange(n_rows, device=xc.device)
     bound = hist.lower_bound(lattice, rows[:, None, None], s_ref.double()[:, :, None],
-                             (pb.qmin - cand["z"]).double(), (pb.qmax - cand["z"]).double(), pb.histogram_classes())
+                             (pb.qmin - cand["z"]).double(), (pb.qmax - cand["z"]).double(), histogram_classes(pb))
     bound = _bounded(bound, cand, s_ref[:, :, None].expand_as(bound), pb, ideal=True)
     bound = torch.where(cand["s"] > SCALE_EPS, bound, float("inf"))
     width_bound = bound.amin(2)
@@ -329,3 +287,28 @@ def exact_search(xc: torch.Tensor, pb: Problem, side: str) -> tuple[torch.Tensor
         lows.append(best.lo)
         highs.append(best.hi)
     return torch.cat(lows), torch.cat(highs)
+
+
+@torch.no_grad()
+def search_range(x: torch.Tensor, qmin: int, qmax: int, symmetric: bool, ch_axis: int = -1, p: float = LP_NORM,
+                 num: int = NUM_CANDIDATES, sidedness: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The MSE-optimal range of the reference grid: what MSEObserver uses.
+
+    Args:
+        x: the observed tensor.
+        qmin, qmax: the integer grid.
+        symmetric: a symmetric grid (1-D search over ``[-t, t]``).
+        ch_axis: per-channel along this dimension, or -1 per tensor.
+        p: the error's exponent (at least 1: the bounds need convexity).
+        num: thresholds (1-D) or widths (2-D) of the grid.
+        sidedness: ``pos``, ``neg`` or ``no`` to override the detection from ``x``.
+
+    Returns:
+        ``(best_min, best_max)``: scalars, or ``[C]`` vectors along ``ch_axis``; the reference's
+        choice up to float32 near-ties (errors equal to ~1e-6 relative).
+    """
+    if p < 1:
+        raise ValueError(f"the exact range search needs p >= 1 (a convex error), got {p}")
+    xc, side = prepare(x, ch_axis, sidedness, "search_range")
+    best_min, best_max = exact_search(xc, Problem(qmin, qmax, symmetric, p, num, xc.shape[1]), side)
+    return per_channel(best_min, best_max, ch_axis)

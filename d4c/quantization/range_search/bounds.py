@@ -1,4 +1,4 @@
-"""Lower bounds on the MSE-search objective (SPEC 4.2) that prune candidates without evaluating them.
+"""Lower bounds on the range-search objective that let the exact search prune candidates unevaluated.
 
 For a candidate with scale ``s`` and zero point ``z`` (clipping bins ``lo = qmin - z``,
 ``hi = qmax - z``) each element costs at least its distance to the lattice ``s Z`` to the ``p``
@@ -38,6 +38,14 @@ def powp(t: torch.Tensor, p: float) -> torch.Tensor:
 def jensen(n: torch.Tensor, gap: torch.Tensor, p: float) -> torch.Tensor:
     """``n * (gap / n) ** p``: lower bound on the sum of ``n`` distances to the ``p`` that sum to ``gap``."""
     return torch.where(n > 0, n * powp(gap.abs() / n.clamp(min=1), p), 0.0)
+
+
+def bin_classes(levels: int) -> list[int]:
+    """Distance classes (in bins from the clipping edge) for the binned Jensen bound."""
+    edges = [1, 2, 3, 4]
+    while edges[-1] < 2 * levels + 3:
+        edges.append(int(edges[-1] * 1.5) + 1)
+    return edges
 
 
 def distance_classes(first: float, ratio: float, limit: float) -> list[float]:

@@ -1,8 +1,8 @@
 """The exact MSEObserver search for many short rows (per-channel weights): sort once, one lean pass per width.
 
-Same candidates, same float32 errors, same rule as :func:`d4c.quantization.mse_search.brute_force_search`
+Same candidates, same float32 errors, same rule as :func:`d4c.quantization.range_search.reference.brute_force_search`
 (the smallest mean error wins, the earlier candidate on exact ties; results differ from it only on
-float32 near-ties, exactly like :func:`d4c.quantization.mse_search.search_range`). It is built for
+float32 near-ties, exactly like :func:`d4c.quantization.range_search.exact.search_range`). It is built for
 what weight observers see: thousands of rows of a few hundred to a few thousand elements, where
 the general search's per-width binning pass (float64 scatters) dominates.
 
@@ -13,12 +13,12 @@ the elements a zero point keeps in range are one contiguous run of the sorted ro
 binary search on ``k``; its in-range error is exact, and the clipped elements on each side (the
 run's complement, again contiguous) are bounded below by Jensen's inequality from their count and
 sum. Candidates whose bound cannot beat the row's best are never evaluated; the rest are evaluated
-with the reference formula (:func:`d4c.quantization.mse_fast.exact_mean_errors`), cheapest bound
+with the reference formula (:func:`d4c.quantization.range_search.exact.exact_mean_errors`), cheapest bound
 first, pooled over several widths. Widths are visited from the widest down; a row stops once the clipping error of its extreme
 values alone rules out every narrower window (:func:`extremes_clip_bound`).
 
 Only the two-sided (2-D) asymmetric search of grids up to 5 bits is done here (measured faster than
-:func:`d4c.quantization.mse_fast.exact_search` there: 2x at 4 bits, 1.3x at 5, even at 6, 5x slower at 8
+:func:`d4c.quantization.range_search.exact.exact_search` there: 2x at 4 bits, 1.3x at 5, even at 6, 5x slower at 8
 on 3072 x 768 rows); one-sided or symmetric rows, whose 1-D search needs no pass per width, and finer
 grids are searched by :func:`exact_search`.
 """
@@ -28,10 +28,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from d4c.quantization.mse_bounds import jensen
-from d4c.quantization.mse_fast import (RHO, Incumbent, Problem, _bounded, _clamped, evaluate_in_rounds, exact_search,
-                                       two_sided_candidates)
 from d4c.quantization.qparams import SCALE_EPS
+from d4c.quantization.range_search.bounds import jensen
+from d4c.quantization.range_search.common import Problem
+from d4c.quantization.range_search.exact import (RHO, Incumbent, _bounded, _clamped, evaluate_in_rounds, exact_search,
+                                                 two_sided_candidates)
 
 CHUNK_ELEMENTS = 1 << 22
 """Elements of the rows searched together (each pass holds a few float32/float64 copies of them)."""

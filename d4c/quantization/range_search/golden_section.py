@@ -1,16 +1,18 @@
-"""MSEFastObserver's range search (SPEC 4.2): the MSE objective minimised by bounded scalar searches.
+"""The golden-section range search behind MSEFastObserver (docs/method.md, "Observers"): approximate, fast.
 
-Approximate by design. Instead of the reference grid it runs a golden-section search, vectorised
-over channels:
+The reference's MSEFastObserver minimises the same L_p objective with nested bounded scalar
+searches (scipy's ``minimize_scalar(method='Bounded')``, channel by channel). This one runs
+golden-section searches vectorised over channels; it is not bit-identical to the reference's:
 
 * **1-D** (one-sided data, or a symmetric grid): over the threshold ``t`` in ``(0, xrange]``, the
   range being ``[0, t]``, ``[-t, 0]`` or ``[-t, t]`` as in the grid search; each step evaluates
   the objective exactly (one pass);
 * **2-D** (two-sided data, asymmetric grid): an outer golden-section search over the width ``w``
-  in ``(0, max+ - min-]`` (each channel's range extended to contain 0); for each width an inner search over the zero point (the error is convex
-  in it, so a binary search on its forward difference finds the minimum) on a binned form of the
-  objective: one binning pass per width gives the in-range error exactly and the clipped error by
-  a second-order expansion around each bin's mean.
+  in ``(0, max+ - min-]`` (each channel's range extended to contain 0); for each width an inner
+  search over the zero point (the error is convex in it, so a binary search on its forward
+  difference finds the minimum) on a binned form of the objective: one binning pass per width
+  gives the in-range error exactly and the clipped error by a second-order expansion around each
+  bin's mean.
 
 The found range is finally compared (exactly) with the plain min/max range and the better one is
 returned, so the result is never worse than min/max. Unlike the exhaustive search it may miss the
@@ -23,9 +25,10 @@ import math
 
 import torch
 
-from d4c.quantization.mse_bounds import BinnedWidth, powp
-from d4c.quantization.mse_fast import Problem, bin_classes, exact_mean_errors
 from d4c.quantization.qparams import calculate_qparams
+from d4c.quantization.range_search.bounds import BinnedWidth, bin_classes, powp
+from d4c.quantization.range_search.common import (LP_NORM, NUM_CANDIDATES, Problem, mean_errors, per_channel,
+                                                  prepare, two_sided_width)
 
 GOLDEN_STEPS = 12  # bracket shrinks to 0.618^12 ~ 3e-3 of the range (the grid step is 1e-2)
 INV_PHI = (math.sqrt(5) - 1) / 2
@@ -34,7 +37,7 @@ INV_PHI = (math.sqrt(5) - 1) / 2
 def range_errors(xc: torch.Tensor, new_min: torch.Tensor, new_max: torch.Tensor, pb: Problem) -> torch.Tensor:
     """Exact mean error of one range per row (the reference's float32 formula)."""
     s, z = calculate_qparams(new_min, new_max, pb.qmin, pb.qmax, pb.symmetric)
-    return exact_mean_errors(xc, torch.arange(xc.shape[0], device=xc.device), s, z, pb)
+    return mean_errors(xc, s, z, pb.qmin, pb.qmax, pb.p)
 
 
 def golden_minimize(f, lo: torch.Tensor, hi: torch.Tensor, steps: int = GOLDEN_STEPS):
@@ -126,7 +129,21 @@ def _golden_rows(xc: torch.Tensor, pb: Problem, side: str) -> tuple[torch.Tensor
             binned = BinnedWidth(xc, s, x_min, x_max, pb.levels, pb.p, second_moment=True)
             return _inner_zero_point(binned, s, pb)
 
-        width, _, zp = golden_minimize(width_error, zero, x_max.clamp(min=0.0) - x_min.clamp(max=0.0))
+        width, _, zp = golden_minimize(width_error, zero, two_sided_width(x_min, x_max))
         new_min, new_max = _two_sided_range(width, zp, pb)
     plain = range_errors(xc, x_min, x_max, pb) <= range_errors(xc, new_min, new_max, pb)
     return torch.where(plain, x_min, new_min), torch.where(plain, x_max, new_max)
+
+
+@torch.no_grad()
+def golden_section_search(x: torch.Tensor, qmin: int, qmax: int, symmetric: bool, ch_axis: int = -1,
+                          p: float = LP_NORM, sidedness: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """MSEFastObserver's range: the L_p objective minimised by golden-section searches.
+
+    Threshold (1-D) or width with an inner zero-point search (2-D), about 20 passes over the data;
+    never worse than the plain min/max range. Same arguments and results' shape as
+    :func:`~d4c.quantization.range_search.exact.search_range`.
+    """
+    xc, side = prepare(x, ch_axis, sidedness, "golden_section_search")
+    best_min, best_max = golden_ranges(xc, Problem(qmin, qmax, symmetric, p, NUM_CANDIDATES, xc.shape[1]), side)
+    return per_channel(best_min, best_max, ch_axis)
