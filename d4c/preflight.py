@@ -59,8 +59,9 @@ def check_file_target(path: Path, parameter: str, what: str = "file") -> None:
     """``path`` (the value of ``parameter``) can be written as a file: not a folder, its folder creatable
     and writable."""
     if path.is_dir():
-        raise D4CError(f"{path} is a folder, but the run writes its {what} there: name a file, such as "
-                       f"{path / 'result.json'}.", parameter)
+        instead = (f"name a file, such as {path / 'result.json'}" if what == "result"
+                   else "remove that folder or choose another output")
+        raise D4CError(f"{path} is a folder, but the run writes its {what} there: {instead}.", parameter)
     _check_creatable(path.parent, parameter, path)
 
 

@@ -57,7 +57,7 @@ def test_output_locations_are_checked_before_the_model(tmp_path, capsys, no_mode
     assert "cannot be created" in line and str(a_file) in line and "is a file" in line
     (tmp_path / "r.quant.safetensors").mkdir()
     line = _error(capsys, "--model", "tiny-vit", *DIGITS, "--q_config", q, "--output", str(tmp_path / "r.json"))
-    assert "r.quant.safetensors is a folder" in line and "quantized model" in line
+    assert "r.quant.safetensors is a folder" in line and "quantized model" in line and "remove that folder" in line
     (tmp_path / "c.recon-ckpt.pt").mkdir()
     line = _error(capsys, "--model", "tiny-vit", *DIGITS, "--q_config", q, "--recon", "--output", str(tmp_path / "c.json"))
     assert "c.recon-ckpt.pt is a folder" in line and "reconstruction checkpoint" in line
@@ -183,6 +183,9 @@ def test_imagenet_mistakes_are_one_sentence_before_the_model(tmp_path, imagenet,
     (root / "meta.bin").write_bytes(b"definitely not torch")
     line = _error(capsys, *run)
     assert "meta.bin" in line and "is not torchvision's ImageNet meta file" in line
+    (root / "meta.bin").unlink()
+    (root / "ILSVRC2012_devkit_t12.tar.gz").write_bytes(b"not the devkit")
+    assert "ILSVRC2012_devkit_t12.tar.gz fails its MD5 checksum" in _error(capsys, *run)
 
 
 @pytest.mark.slow

@@ -93,8 +93,8 @@ def _load_imagenet_meta(root: Path) -> dict:
 
     try:
         meta = torch.load(root / "meta.bin", map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - anything unreadable gets the same sentence
-        raise _fail(root, f"meta.bin is not torchvision's ImageNet meta file ({type(exc).__name__}): delete it and "
+    except Exception:  # noqa: BLE001 - anything unreadable gets the same sentence
+        raise _fail(root, f"meta.bin is not torchvision's ImageNet meta file (unreadable): delete it and "
                           f"place {DEVKIT} in the root, from which torchvision rebuilds it.") from None
     if not (isinstance(meta, (tuple, list)) and len(meta) == 2 and isinstance(meta[0], dict) and meta[0]
             and all(isinstance(k, str) for k in meta[0])):
