@@ -1,0 +1,37 @@
+"""How figures name things: paper rows, encoder towers, layers and units."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+ROW_ORDER = ("fp", "real", "gaussian", "baseline", "bns", "pse", "d4c0", "d4c1", "d4c2", "d4c3", "enhancing_dfq")
+ROW_NAMES = {"fp": "FP", "real": "real data", "gaussian": "Gaussian noise", "baseline": "BNS / PSE",
+             "bns": "BNS", "pse": "PSE", "d4c0": "D4C 0 (PGSI)", "d4c1": "D4C 1 (+SCG)", "d4c2": "D4C 2 (+PAE)",
+             "d4c3": "D4C 3 (+SCG+PAE)", "enhancing_dfq": "EnhancingDFQ"}
+
+
+def row_name(row: str) -> str:
+    """How a figure names a row (``d4c3`` -> ``D4C 3 (+SCG+PAE)``)."""
+    return ROW_NAMES.get(row, row)
+
+
+def sort_by_row(items: Iterable[Any], key=lambda x: x) -> list[Any]:
+    """``items`` in the paper's row order (unknown rows last, by name)."""
+    def rank(item: Any) -> tuple[int, str]:
+        row = key(item)
+        return (ROW_ORDER.index(row) if row in ROW_ORDER else len(ROW_ORDER), row)
+    return sorted(items, key=rank)
+
+
+TOWERS = ("image", "text")
+
+
+def tower_of(name: str) -> str:
+    """``image`` for a module or unit of the image encoder (``visual.…``), ``text`` otherwise."""
+    return "image" if name.startswith("visual.") else "text"
+
+
+def short_layer_name(name: str) -> str:
+    """``visual.transformer.resblocks.3.mlp.c_fc`` -> ``3.mlp.c_fc``; ``visual.layer2.0.conv1`` -> ``layer2.0.conv1``."""
+    name = name.removeprefix("visual.").removeprefix("transformer.").removeprefix("resblocks.")
+    return name.replace(".attn.", ".").replace(".core.", ".").replace("attnpool.", "pool.")
