@@ -13,18 +13,8 @@ import math
 from typing import Any, Sequence
 
 from d4c.figures.output import new_figure, row_color
-from d4c.figures.names import TOWERS, row_name, short_layer_name, tower_of
-from d4c.figures.sources import CacheEntry
-
-def result_label(record: dict[str, Any]) -> str:
-    """``D4C 3 (+SCG+PAE), W4A4`` of a result record."""
-    q_config = record.get("q_config") or {}
-    try:
-        bits = f", W{q_config['w_qconfig']['bit']}A{q_config['a_qconfig']['bit']}"
-    except (KeyError, TypeError):
-        bits = ""
-    return f"{row_name(str(record.get('method')))}{bits}"
-
+from d4c.figures.names import TOWERS, row_name, run_label, short_layer_name, tower_of
+from d4c.figures.sources import CacheEntry, bits_label
 
 def curves_figure(entries: Sequence[CacheEntry], records: Sequence[dict[str, Any]]) -> tuple[Any, dict[str, Any]]:
     """The figure and its data from cache entries with a loss history and result records with
@@ -61,7 +51,7 @@ def curves_figure(entries: Sequence[CacheEntry], records: Sequence[dict[str, Any
             names = names if len(names) >= len(units) else [u["name"] for u in units]
             color = row_color(str(record.get("method")))
             x = range(len(units))
-            label = result_label(record)
+            label = run_label(str(record.get("method")), bits_label(record))
             ax.plot(x, [u["error_before"] for u in units], linestyle="--", color=color, linewidth=1, alpha=0.8)
             ax.plot(x, [u["error_after"] for u in units], linestyle="-", marker=".", color=color, linewidth=1.2,
                     label=label)

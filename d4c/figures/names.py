@@ -15,6 +15,12 @@ def row_name(row: str) -> str:
     return ROW_NAMES.get(row, row)
 
 
+def run_label(method: str, bits: tuple[int, int] | None = None, recon: bool | None = None) -> str:
+    """``W4A4 D4C 3 (+SCG+PAE), recon``: a quantized run by its bit widths, row and reconstruction."""
+    prefix = f"W{bits[0]}A{bits[1]} " if bits else ""
+    return f"{prefix}{row_name(method)}{', recon' if recon else ''}"
+
+
 def sort_by_row(items: Iterable[Any], key=lambda x: x) -> list[Any]:
     """``items`` in the paper's row order (unknown rows last, by name)."""
     def rank(item: Any) -> tuple[int, str]:

@@ -12,14 +12,14 @@ import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import torch
 
 from d4c.errors import D4CError
 from d4c.generation.methods import method_class
 from d4c.generation.settings import GenerationSettings
-from d4c.figures.names import row_name, sort_by_row
+from d4c.figures.names import run_label, sort_by_row
 from d4c.io import load_torch
 from d4c.quantization.state import load_quant_state
 
@@ -273,6 +273,4 @@ def state_label(path: Path, saved: dict[str, Any]) -> str:
     info = saved.get("info") or {}
     if "method" not in info:
         return path.name
-    bits = bits_label(saved)
-    prefix = f"W{bits[0]}A{bits[1]} " if bits else ""
-    return f"{prefix}{row_name(str(info['method']))}{', recon' if info.get('recon') else ''}"
+    return run_label(str(info["method"]), bits_label(saved), info.get("recon"))

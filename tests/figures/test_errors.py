@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
+import os
+import subprocess
+import sys
+
 
 from d4c.data.prompts import DIGITS_PROMPTS
 from d4c.figures.cli import main
@@ -45,8 +48,7 @@ def test_result_files_of_different_models_in_one_tables_call(tmp_path, capsys):
 
 
 def test_a_quantized_state_of_another_model(vit, tmp_path, capsys):
-    with pytest.MonkeyPatch.context():
-        state = make_state(vit, tmp_path, "48", "gaussian", model_name="tiny-rn")
+    state = make_state(vit, tmp_path, "48", "gaussian", model_name="tiny-rn")
     _fails(capsys, ["layers", "--model", "tiny-vit", "--states", str(state), "--dataset", "digits"],
            tmp_path / "l.png", f"{state} holds a quantized tiny-rn, not --model tiny-vit")
     _fails(capsys, ["layers", "--model", "tiny-vit", "--states", str(tmp_path / "missing.quant.pt"), "--dataset",
@@ -64,3 +66,20 @@ def test_counts_must_be_positive(figure_cache, tmp_path, capsys):
     folder, _ = figure_cache
     _fails(capsys, ["images", "--cache", str(folder), "--model", "tiny-vit", "--custom_file", str(DIGITS_PROMPTS),
                     "--per_method", "0"], tmp_path / "i.png", "--per_method must be positive")
+
+
+def test_python_dash_m_is_the_same_program_and_prints_no_traceback(tmp_path):
+    write_result(tmp_path, "a", model="tiny-vit")
+    write_result(tmp_path, "b", model="tiny-rn")
+    done = subprocess.run([sys.executable, "-m", "d4c.figures", "tables", "--results", str(tmp_path),
+                           "-o", str(tmp_path / "t.png")], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "MPLBACKEND": "TkAgg"})  # a display backend must not be needed
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("d4c-figures tables: error: --results mixes result files of different models")
+    assert not (tmp_path / "t.png").exists()
+    write_result(tmp_path, "b", model="tiny-vit", method="pse")
+    done = subprocess.run([sys.executable, "-m", "d4c.figures", "tables", "--results", str(tmp_path),
+                           "-o", str(tmp_path / "t.png")], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "MPLBACKEND": "TkAgg"})
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "t.png").is_file() and (tmp_path / "t.json").is_file()
