@@ -110,10 +110,11 @@ def features_figure(real: torch.Tensor, sets: Sequence[tuple[str, torch.Tensor]]
 
     names = ["real images" if g["method"] == "real" else row_name(g["method"]) for g in data["groups"]]
     x = np.arange(len(names))
-    cosine = [g["mean_pairwise_cosine"] for g in data["groups"]]
-    distance = [g["mean_distance_to_real_centroid"] for g in data["groups"]]
-    bar_ax.bar(x - 0.2, cosine, width=0.4, color="#6baed6", label="mean pairwise cosine (lower: more diverse)")
-    bar_ax.bar(x + 0.2, distance, width=0.4, color="#fd8d3c", label="mean distance to the real centroid")
+    bars = (("mean_pairwise_cosine", "#6baed6", "mean pairwise cosine (lower: more diverse)"),
+            ("centroid_distance_to_real", "#fd8d3c", "distance of the set's centroid to the real centroid"),
+            ("mean_distance_to_real_centroid", "#fdd0a2", "mean distance of an image to the real centroid"))
+    for i, (key, color, label) in enumerate(bars):
+        bar_ax.bar(x + (i - 1) * 0.27, [g[key] for g in data["groups"]], width=0.27, color=color, label=label)
     bar_ax.set_xticks(x)
     bar_ax.set_xticklabels(names, rotation=30, ha="right", fontsize=7)
     bar_ax.set_xlabel("images", fontsize=8)
