@@ -29,7 +29,7 @@ from d4c.errors import D4CError
 from d4c.figures import curves, features, images, layers, tables
 from d4c.figures.output import check_output, save_figure
 from d4c.figures.sources import (CacheEntry, cache_entries, flat_row, load_results, load_states, read_results_csv,
-                                 single_model, state_label)
+                                 select_results, selected, state_label)
 from d4c.generation.cache import model_identity
 from d4c.generation.engine import initial_images
 from d4c.generation.pgsi import prompts_digest
@@ -135,9 +135,8 @@ def run_curves(args: argparse.Namespace, output: Path) -> None:
         if not records:
             raise D4CError(f"{' '.join(args.results)} hold no result of a run with --recon (reconstruction_units).",
                            "results")
-        model = single_model(records)
-        if args.model is not None and model != args.model:
-            raise D4CError(f"{' '.join(args.results)} hold results of {model}, not --model {args.model}.", "results")
+        _, records = select_results(records, args.model, _methods(args.methods), _methods(args.bits), args.seed,
+                                    args.gen_schedule, args.recon_iters)
     figure, data = curves.curves_figure(entries, records)
     _write(figure, data, output, "curves", args)
 
@@ -165,7 +164,8 @@ def _evaluation_tokens(dataset: Any, count: int, seed: int, context_length: int)
 
 
 def run_layers(args: argparse.Namespace, output: Path) -> None:
-    states = load_states(args.states, args.model)
+    states = load_states(args.states, args.model, _methods(args.methods), _methods(args.bits), args.seed,
+                         args.gen_schedule, args.recon_iters)
     check_dataset(args.dataset, args.dataset_root, args.split)
     device = resolve_device(args.device)
     loaded = _load_model(args, device)
@@ -192,15 +192,15 @@ def run_tables(args: argparse.Namespace, output: Path) -> None:
         if not rows:
             raise D4CError(f"{args.csv} holds no results of --model {model} (it holds {', '.join(models)}).", "csv")
     else:
-        records = load_results(args.results)
-        model = single_model(records)
-        if args.model is not None and model != args.model:
-            raise D4CError(f"{' '.join(args.results)} hold results of {model}, not --model {args.model}.", "results")
+        model, records = select_results(load_results(args.results), args.model)
         rows = [flat_row(r) for r in records]
+    parameter = "csv" if args.csv else "results"
+    rows = [r for r in rows if selected(r, _methods(args.methods), _methods(args.bits), None, args.gen_schedule,
+                                        args.recon_iters, keep_fp=True)]
     if not any(r["w_bit"] is not None for r in rows):
-        raise D4CError("holds only full-precision results; the plot needs quantized ones.",
-                       "csv" if args.csv else "results")
-    figure, data = tables.tables_figure(rows, model, args.recon)
+        raise D4CError("holds no quantized result of the selection (only full-precision ones, or none); the plot "
+                       "needs quantized ones.", parameter)
+    figure, data = tables.tables_figure(rows, model, args.recon, parameter)
     _write(figure, data, output, "tables", args)
 
 
@@ -215,6 +215,17 @@ def _add_cache_flags(parser: argparse.ArgumentParser, required: bool = True) -> 
                         help="the runs' --gen_schedule (default: %(default)s)")
     parser.add_argument("--methods", metavar="ROWS", help="comma-separated rows to show (gaussian,pse,d4c0,...); "
                                                           "default: every cached row")
+
+
+def _add_result_flags(parser: argparse.ArgumentParser, schedule: bool = True) -> None:
+    """The flags that choose among result files: bit widths, reconstruction steps (and schedule)."""
+    parser.add_argument("--bits", metavar="WxAy", help="comma-separated bit widths of the result files to use "
+                                                        "(W4A4,W4A8,...); default: all")
+    parser.add_argument("--recon_iters", type=int, metavar="N", help="only runs with reconstruction of N steps per "
+                                                                     "unit (and runs without); default: all")
+    if schedule:
+        parser.add_argument("--gen_schedule", choices=SCHEDULES, default="reference",
+                            help="the runs' --gen_schedule (rows with pseudo images; default: %(default)s)")
 
 
 def _add_model_flags(parser: argparse.ArgumentParser, prompts: bool = True) -> None:
@@ -260,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cache_flags(made["curves"], required=False)
     made["curves"].add_argument("--results", nargs="+", metavar="PATH",
                                 help="result JSONs or folders of them (runs with --recon: reconstruction_units)")
+    _add_result_flags(made["curves"], schedule=False)
 
     _add_cache_flags(made["features"])
     _add_model_flags(made["features"])
@@ -271,19 +283,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     made["layers"].add_argument("--model", required=True, help="the FP model the states were quantized from")
     made["layers"].add_argument("--states", nargs="+", required=True, metavar="PATH",
-                                help="saved quantized models (<result>.quant.*) or result JSONs that name one")
+                                help="saved quantized models (<result>.quant.*), result JSONs that name one, or "
+                                     "folders of result JSONs")
     _add_model_flags(made["layers"], prompts=False)
     _add_dataset_flags(made["layers"])
     made["layers"].add_argument("--num_images", type=int, default=64, help="real images (default: %(default)s)")
     made["layers"].add_argument("--num_texts", type=int, default=128,
                                 help="evaluation prompts (templates x class names; default: %(default)s)")
-    made["layers"].add_argument("--seed", type=int, default=0, help="draws the images and texts (default: 0)")
+    made["layers"].add_argument("--seed", type=int, default=0, help="the runs' --seed (chooses result files in "
+                                                                    "folders) and draws the real images and texts "
+                                                                    "(default: %(default)s)")
+    made["layers"].add_argument("--methods", metavar="ROWS", help="comma-separated rows of result files in folders "
+                                                                  "(gaussian,d4c3,...); default: all")
+    _add_result_flags(made["layers"])
 
     made["tables"].add_argument("--results", nargs="+", metavar="PATH", help="result JSONs or folders of them")
     made["tables"].add_argument("--csv", help="d4c-results' CSV instead of result files")
-    made["tables"].add_argument("--model", help="the model to plot (needed when a CSV holds several)")
+    made["tables"].add_argument("--model", help="the model to plot (needed when the inputs hold several)")
     made["tables"].add_argument("--recon", choices=tables.RECON_CHOICES, default="both",
                                 help="runs with reconstruction (on), without (off) or both (default)")
+    made["tables"].add_argument("--methods", metavar="ROWS", help="comma-separated rows to plot; default: all")
+    _add_result_flags(made["tables"])
     return parser
 
 

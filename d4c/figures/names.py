@@ -21,12 +21,14 @@ def run_label(method: str, bits: tuple[int, int] | None = None, recon: bool | No
     return f"{prefix}{row_name(method)}{', recon' if recon else ''}"
 
 
+def row_rank(row: str) -> tuple[int, str]:
+    """Sort key of a row: the paper's order, unknown rows last by name."""
+    return (ROW_ORDER.index(row) if row in ROW_ORDER else len(ROW_ORDER), row)
+
+
 def sort_by_row(items: Iterable[Any], key=lambda x: x) -> list[Any]:
     """``items`` in the paper's row order (unknown rows last, by name)."""
-    def rank(item: Any) -> tuple[int, str]:
-        row = key(item)
-        return (ROW_ORDER.index(row) if row in ROW_ORDER else len(ROW_ORDER), row)
-    return sorted(items, key=rank)
+    return sorted(items, key=lambda item: row_rank(key(item)))
 
 
 TOWERS = ("image", "text")

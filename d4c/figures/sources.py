@@ -19,7 +19,7 @@ import torch
 from d4c.errors import D4CError
 from d4c.generation.methods import method_class
 from d4c.generation.settings import GenerationSettings
-from d4c.figures.names import run_label, sort_by_row
+from d4c.figures.names import row_rank, run_label, sort_by_row
 from d4c.io import load_torch
 from d4c.quantization.state import load_quant_state
 
@@ -144,10 +144,11 @@ def result_files(paths: Sequence[str | Path]) -> list[Path]:
     return files
 
 
-def load_results(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
+def load_results(paths: Sequence[str | Path], parameter: str = "results") -> list[dict[str, Any]]:
     """The result records in ``paths`` (JSON files with ``model``, ``dataset``, ``method`` and ``metrics``).
 
-    Other JSON files in a folder (recipes, summaries) are skipped; a file named directly must be a result.
+    Other JSON files in a folder (recipes, summaries, ``--gen_only`` generation records) are skipped;
+    a file named directly must be a result. Each record gets ``_path`` (its file) and ``_named`` (True when the file was named directly).
 
     Raises:
         D4CError: a named file is not a result, or no result was found.
@@ -162,24 +163,77 @@ def load_results(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
         if not (isinstance(record, dict) and {"model", "dataset", "method", "metrics"} <= set(record)):
             if path in named:
                 raise D4CError(f"{path} is not a d4c result file (it lacks model, dataset, method or metrics).",
-                               "results")
+                               parameter)
             continue
-        record["_path"] = str(path)
+        if record.get("task") == "generation" or "acc1" not in (record.get("metrics") or {}):
+            if path in named:  # a --gen_only record: images, no accuracy
+                raise D4CError(f"{path} is a generation record (--gen_only), not the result of an evaluation.",
+                               parameter)
+            continue
+        record["_path"], record["_named"] = str(path), path in named
         records.append(record)
     if not records:
-        raise D4CError(f"{', '.join(map(str, paths))} hold no d4c result files.", "results")
+        raise D4CError(f"{' '.join(map(str, paths))} hold no d4c result files.", parameter)
     return records
 
 
+def select_results(records: Sequence[dict[str, Any]], model: str | None = None, methods: set[str] | None = None,
+                   bits: set[str] | None = None, seed: int | None = None, schedule: str | None = None,
+                   recon_iters: int | None = None, parameter: str = "results") -> tuple[str, list[dict[str, Any]]]:
+    """The model and the records of one model (``model``, or the only one) that :func:`selected` keeps.
+
+    Files named directly must be of ``model``; results found in folders are chosen by it. Without
+    ``model``, results of several models are an error (a sentence naming a file of each).
+    """
+    if model is None:
+        model = single_model(records, parameter)
+    wrong = [r for r in records if r["_named"] and r["model"] != model]
+    if wrong:
+        raise D4CError(f"{wrong[0]['_path']} is a result of {wrong[0]['model']}, not --model {model}.", parameter)
+    chosen = [r for r in records if r["model"] == model
+              and selected(flat_row(r), methods, bits, seed, schedule, recon_iters)]
+    if not chosen:
+        held = sorted({f"{r['model']} {r['method']} {bits_name(bits_label(r))} seed {r.get('seed')}" for r in records})
+        raise D4CError(f"hold no result of the selection (model {model}); they hold: {'; '.join(held[:12])}"
+                       f"{' ...' if len(held) > 12 else ''}.", parameter)
+    return model, chosen
+
+
+def selected(row: dict[str, Any], methods: set[str] | None = None, bits: set[str] | None = None,
+             seed: int | None = None, schedule: str | None = None, recon_iters: int | None = None,
+             keep_fp: bool = False) -> bool:
+    """Whether a flat row (:func:`flat_row`) is of these rows, bit widths, seed, generation schedule and steps.
+
+    FP passes every bit width (and every row too with ``keep_fp``); rows without pseudo images pass
+    every schedule, runs without reconstruction every step count.
+    """
+    fp = row["method"] == "fp"
+    return ((methods is None or row["method"] in methods or (keep_fp and fp))
+            and (bits is None or fp or bits_name(_row_bits(row)) in bits)
+            and (seed is None or row["seed"] == seed)
+            and (schedule is None or not row.get("gen_schedule") or row["gen_schedule"] == schedule)
+            and (recon_iters is None or not row["recon"] or row.get("recon_iters") in (None, recon_iters)))
+
+
+def _row_bits(row: dict[str, Any]) -> tuple[int, int] | None:
+    return None if row["w_bit"] is None else (row["w_bit"], row["a_bit"])
+
+
 def single_model(records: Sequence[dict[str, Any]], parameter: str = "results") -> str:
-    """The one model of ``records``; a sentence naming the files of each model when there are several."""
+    """The one model of ``records``; a sentence naming a file of each model when there are several."""
     models: dict[str, str] = {}
     for record in records:
         models.setdefault(str(record.get("model")), record.get("_path", "?"))
     if len(models) > 1:
         listed = ", ".join(f"{m} ({path})" for m, path in sorted(models.items()))
-        raise D4CError(f"mixes result files of different models: {listed}; give the files of one model.", parameter)
+        raise D4CError(f"mixes result files of different models: {listed}; give the files of one model or choose "
+                       f"one with --model.", parameter)
     return next(iter(models))
+
+
+def bits_name(bits: tuple[int, int] | None) -> str:
+    """``W4A8`` (``FP`` for None)."""
+    return "FP" if bits is None else f"W{bits[0]}A{bits[1]}"
 
 
 def bits_label(record: dict[str, Any]) -> tuple[int, int] | None:
@@ -194,14 +248,29 @@ def bits_label(record: dict[str, Any]) -> tuple[int, int] | None:
 TABLE_COLUMNS = ("model", "dataset", "method", "recon", "seed", "w_bit", "a_bit", "acc1")
 """The columns a results CSV must have for the ``tables`` figure (extra columns are ignored)."""
 
+OPTIONAL_COLUMNS = ("gen_schedule", "recon_iters", "task", "file")
+"""Columns of ``d4c-results`` CSVs the figures use where present (selection, generation rows, file names)."""
+
+IMAGE_FREE_ROWS = ("fp", "real", "gaussian")
+"""Rows whose runs synthesize no pseudo images (their generation schedule means nothing)."""
+
 
 def flat_row(record: dict[str, Any]) -> dict[str, Any]:
-    """One result record as a ``TABLE_COLUMNS`` row (``w_bit``/``a_bit`` None for FP)."""
+    """One result record as a flat row: ``TABLE_COLUMNS`` (``w_bit``/``a_bit`` None for FP, ``acc1`` None
+    without one), ``gen_schedule`` ("" without pseudo images), ``recon_iters`` (None without
+    reconstruction) and ``path``."""
     bits = bits_label(record)
-    return {"model": str(record["model"]), "dataset": str(record["dataset"]), "method": str(record["method"]),
-            "recon": bool(record.get("recon", False)), "seed": int(record.get("seed", 0)),
+    args = record.get("args") if isinstance(record.get("args"), dict) else {}
+    method, recon = str(record["method"]), bool(record.get("recon", False))
+    generated = bool(record.get("pseudo_images")) or method not in IMAGE_FREE_ROWS
+    recon_iters = args.get("recon_iters") or ((record.get("q_config") or {}).get("recon") or {}).get("iters")
+    acc1 = (record.get("metrics") or {}).get("acc1")
+    return {"model": str(record["model"]), "dataset": str(record["dataset"]), "method": method,
+            "recon": recon, "seed": int(record.get("seed", 0)),
             "w_bit": None if bits is None else bits[0], "a_bit": None if bits is None else bits[1],
-            "acc1": float(record["metrics"]["acc1"]), "path": record.get("_path", "")}
+            "acc1": None if acc1 is None else float(acc1),
+            "gen_schedule": str(args.get("gen_schedule") or "") if generated else "",
+            "recon_iters": int(recon_iters) if recon and recon_iters else None, "path": record.get("_path", "")}
 
 
 def _csv_bool(value: str) -> bool:
@@ -214,7 +283,11 @@ def _csv_int(value: str) -> int | None:
 
 
 def read_results_csv(path: str | Path) -> list[dict[str, Any]]:
-    """The rows of a results CSV (``d4c-results build --csv``) with the columns of :data:`TABLE_COLUMNS`."""
+    """The evaluation rows of a results CSV (``d4c-results build --csv``) as :func:`flat_row` rows.
+
+    It needs the columns of :data:`TABLE_COLUMNS`; those of :data:`OPTIONAL_COLUMNS` are read where
+    present, and generation rows (``task`` generation, from ``--gen_only`` records) are skipped.
+    """
     path = Path(path).expanduser()
     if not path.is_file():
         raise D4CError(f"{path} does not exist.", "csv")
@@ -226,14 +299,19 @@ def read_results_csv(path: str | Path) -> list[dict[str, Any]]:
                            "csv")
         rows = []
         for number, row in enumerate(reader, start=2):
+            if row.get("task") == "generation":
+                continue
             try:
+                recon = _csv_bool(row["recon"])
                 rows.append({"model": row["model"], "dataset": row["dataset"], "method": row["method"],
-                             "recon": _csv_bool(row["recon"]), "seed": _csv_int(row["seed"]) or 0,
+                             "recon": recon, "seed": _csv_int(row["seed"]) or 0,
                              "w_bit": _csv_int(row["w_bit"]), "a_bit": _csv_int(row["a_bit"]),
-                             "acc1": float(row["acc1"]), "path": f"{path}:{number}"})
+                             "acc1": float(row["acc1"]), "gen_schedule": (row.get("gen_schedule") or "").strip(),
+                             "recon_iters": _csv_int(row.get("recon_iters") or "") if recon else None,
+                             "path": row.get("file") or f"{path}:{number}"})
             except (TypeError, ValueError):
-                raise D4CError(f"{path} line {number} has a value that is not a number in seed, w_bit, a_bit or "
-                               f"acc1.", "csv") from None
+                raise D4CError(f"{path} line {number} has a value that is not a number in seed, w_bit, a_bit, "
+                               f"recon_iters or acc1.", "csv") from None
     if not rows:
         raise D4CError(f"{path} holds no result rows.", "csv")
     return rows
@@ -241,23 +319,37 @@ def read_results_csv(path: str | Path) -> list[dict[str, Any]]:
 
 # -- saved quantized models -------------------------------------------------------------------------------------
 
-def load_states(paths: Sequence[str | Path], model: str) -> list[tuple[Path, dict[str, Any]]]:
+def _recorded_state(record: dict[str, Any]) -> Path:
+    recorded = record.get("quant_state")
+    if not recorded:
+        raise D4CError(f"{record['_path']} is not a result file with a saved quantized model (quant_state).", "states")
+    # recorded as the run wrote it (maybe relative to its working directory); else beside the result file
+    return Path(recorded) if Path(recorded).is_file() else Path(record["_path"]).parent / Path(recorded).name
+
+
+def load_states(paths: Sequence[str | Path], model: str, methods: set[str] | None = None,
+                bits: set[str] | None = None, seed: int | None = None, schedule: str | None = None,
+                recon_iters: int | None = None) -> list[tuple[Path, dict[str, Any]]]:
     """The saved quantized models in ``paths`` (through the public loader), each checked to be of ``model``.
 
-    A result JSON may stand for its saved model (its ``quant_state`` entry).
+    A path is a saved model, a result file (its ``quant_state``) or a folder of result files (those
+    of ``model`` that saved a model and :func:`selected` keeps, ordered by bit width, row and
+    reconstruction).
     """
+    files = [Path(p).expanduser() for p in paths]
+    missing = [p for p in files if not p.exists()]
+    if missing:
+        raise D4CError(f"{missing[0]} does not exist.", "states")
+    results = [p for p in files if p.is_dir() or p.suffix == ".json"]
+    chosen: list[Path] = [p for p in files if p not in results]
+    if results:
+        records = [r for r in load_results(results, "states") if r["_named"] or r.get("quant_state")]
+        records = [r for r in records if r["method"] != "fp" or r["_named"]]
+        _, records = select_results(records, model, methods, bits, seed, schedule, recon_iters, "states")
+        records.sort(key=lambda r: (bits_label(r) or (0, 0), row_rank(r["method"]), bool(r.get("recon"))))
+        chosen += [_recorded_state(r) for r in records]
     states = []
-    for value in paths:
-        path = Path(value).expanduser()
-        if path.suffix == ".json" and path.is_file():
-            try:
-                recorded = json.loads(path.read_text()).get("quant_state")
-            except (OSError, json.JSONDecodeError, AttributeError):
-                recorded = None
-            if not recorded:
-                raise D4CError(f"{path} is not a result file with a saved quantized model (quant_state).", "states")
-            # recorded as the run wrote it (maybe relative to its working directory); else beside the result
-            path = Path(recorded) if Path(recorded).is_file() else path.parent / Path(recorded).name
+    for path in chosen:
         try:
             saved = load_quant_state(path)
         except D4CError as exc:  # the loader words it for --load_quant

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from d4c.errors import D4CError
 from d4c.figures.names import row_name, sort_by_row
 from d4c.figures.output import new_figure, row_color
 
@@ -23,22 +24,34 @@ def _bits(row: dict[str, Any]) -> str:
     return f"W{row['w_bit']}A{row['a_bit']}"
 
 
-def aggregate(rows: Sequence[dict[str, Any]], recon: str = "both") -> dict[str, Any]:
+def aggregate(rows: Sequence[dict[str, Any]], recon: str = "both", parameter: str = "results"
+              ) -> dict[str, Any]:
     """Mean, sample std and seeds of top-1 (%) per dataset, method, reconstruction and bit width.
 
     ``rows`` are flat results (:func:`d4c.figures.sources.flat_row`); FP rows (no bit width) give
-    each dataset's ``fp`` line. Runs repeated for one seed keep the last one read.
+    each dataset's ``fp`` line.
+
+    Raises:
+        D4CError: two rows are the same cell and seed (other schedules, step counts or folders).
     """
     cells: dict[tuple, dict[int, float]] = {}
     fp: dict[str, dict[int, float]] = {}
+    first: dict[tuple, str] = {}  # (cell, seed) -> the file that gave it
     for row in rows:
         if row["w_bit"] is None or row["method"] == "fp":
-            fp.setdefault(row["dataset"], {})[row["seed"]] = 100 * row["acc1"]
+            key, target = (row["dataset"], "fp"), fp.setdefault(row["dataset"], {})
+        elif (recon == "on" and not row["recon"]) or (recon == "off" and row["recon"]):
             continue
-        if (recon == "on" and not row["recon"]) or (recon == "off" and row["recon"]):
-            continue
-        key = (row["dataset"], row["method"], bool(row["recon"]), (row["w_bit"], row["a_bit"]))
-        cells.setdefault(key, {})[row["seed"]] = 100 * row["acc1"]
+        else:
+            key = (row["dataset"], row["method"], bool(row["recon"]), (row["w_bit"], row["a_bit"]))
+            target = cells.setdefault(key, {})
+        if (key, row["seed"]) in first:
+            raise D4CError(f"{first[key, row['seed']]} and {row.get('path', '?')} are both the {row['method']} run "
+                           f"of seed {row['seed']} at {_bits(row) if row['w_bit'] is not None else 'FP'} on "
+                           f"{row['dataset']}{' with reconstruction' if row['recon'] else ''}; choose one with "
+                           f"--gen_schedule, --recon_iters or fewer inputs.", parameter)
+        first[key, row["seed"]] = str(row.get("path", "?"))
+        target[row["seed"]] = 100 * row["acc1"]
     datasets: dict[str, Any] = {}
     for (dataset, method, with_recon, bits), by_seed in sorted(cells.items(), key=lambda kv: kv[0][3]):
         values = np.array([by_seed[s] for s in sorted(by_seed)])
@@ -61,9 +74,10 @@ def aggregate(rows: Sequence[dict[str, Any]], recon: str = "both") -> dict[str, 
     return datasets
 
 
-def tables_figure(rows: Sequence[dict[str, Any]], model: str, recon: str = "both") -> tuple[Any, dict[str, Any]]:
-    """One panel per dataset and the aggregated numbers."""
-    datasets = aggregate(rows, recon)
+def tables_figure(rows: Sequence[dict[str, Any]], model: str, recon: str = "both", parameter: str = "results"
+                  ) -> tuple[Any, dict[str, Any]]:
+    """One panel per dataset and the aggregated numbers (``parameter``: the input named in errors)."""
+    datasets = aggregate(rows, recon, parameter)
     names = sorted(datasets)
     figure = new_figure(6.5 * len(names), 4.8)
     axes = figure.subplots(1, len(names), squeeze=False)[0]

@@ -33,14 +33,15 @@ def make_state(vit, folder: Path, bits: str, method: str, model_name: str = "tin
 
 def write_result(folder: Path, name: str, model: str = "tiny-vit", dataset: str = "digits", method: str = "d4c3",
                  acc1: float = 0.9, seed: int = 0, bits: tuple[int, int] | None = (4, 8), recon: bool = True,
-                 units: list[dict] | None = None) -> Path:
-    """A result file with the keys the pipeline writes (the figures read these)."""
+                 units: list[dict] | None = None, **extra) -> Path:
+    """A result file with the keys the pipeline writes (the figures read these); ``extra``: more keys (args, ...)."""
     record = {"dataset": dataset, "model": model, "task": "zeroshot_classification",
               "metrics": {"acc1": acc1, "acc5": 1.0, "mean_per_class_recall": acc1}, "language": "en",
               "method": method, "recon": recon, "seed": seed,
               "q_config": None if bits is None else {"w_qconfig": {"bit": bits[0]}, "a_qconfig": {"bit": bits[1]}}}
     if units is not None:
         record["reconstruction_units"] = units
+    record.update(extra)
     path = folder / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record))

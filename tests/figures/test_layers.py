@@ -73,3 +73,15 @@ def test_two_labelled_panels_one_line_per_state_and_every_quantized_layer(saved_
     assert all(len(ax.get_lines()) == 2 and ax.get_ylabel() == "output SQNR vs FP (dB)" for ax in figure.axes)
     assert [ax.get_xlabel().split(" ")[0] for ax in figure.axes] == ["image", "text"]
     assert layers.sqnr_db(torch.ones(3), torch.ones(3)) is None
+
+
+def test_a_folder_of_result_files_chooses_the_saved_models(saved_states, tmp_path):
+    from d4c.figures.sources import load_states
+    from tests.figures.helpers import write_result
+    gaussian, d4c3 = saved_states
+    write_result(tmp_path, "g", method="gaussian", bits=(4, 8), recon=False, quant_state=str(gaussian))
+    write_result(tmp_path, "d", method="d4c3", bits=(8, 8), recon=False, quant_state=str(d4c3))
+    write_result(tmp_path, "fp", method="fp", bits=None, recon=False)  # no saved model: not a candidate
+    assert [p for p, _ in load_states([tmp_path], "tiny-vit")] == [gaussian, d4c3]  # by bit width
+    assert [p for p, _ in load_states([tmp_path], "tiny-vit", methods={"d4c3"})] == [d4c3]
+    assert [p for p, _ in load_states([tmp_path], "tiny-vit", bits={"W4A8"})] == [gaussian]
