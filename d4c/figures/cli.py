@@ -47,9 +47,15 @@ def _methods(value: str | None) -> set[str] | None:
     return None if not value else {v.strip() for v in value.split(",") if v.strip()}
 
 
+BASELINE_ROWS = {"bns", "pse"}
+"""What the ``baseline`` row's images are cached as (BNS for ResNets, PSE for ViTs)."""
+
+
 def _entries(args: argparse.Namespace) -> list[CacheEntry]:
     entries = cache_entries(args.cache, args.model, args.seed, args.gen_schedule)
     wanted = _methods(getattr(args, "methods", None))
+    if wanted is not None and "baseline" in wanted:
+        wanted |= BASELINE_ROWS
     if wanted is not None:
         entries = [e for e in entries if e.row in wanted]
         if not entries:
