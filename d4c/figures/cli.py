@@ -133,8 +133,11 @@ def run_curves(args: argparse.Namespace, output: Path) -> None:
         entries = _entries(args)
         entries = [e for e in entries if e.loss_history is not None]
         if not entries:
-            raise D4CError(f"{args.cache} holds no loss history for {args.model} (entries cached before the history "
-                           f"was kept have none).", "cache")
+            missing = (f"{args.cache} holds no loss history for {args.model} (entries cached before the history "
+                       f"was kept have none)")
+            if not args.results:
+                raise D4CError(f"{missing}.", "cache")
+            print(f"d4c-figures curves: {missing}; drawing the reconstruction losses only.", file=sys.stderr)
     records: list[dict[str, Any]] = []
     if args.results:
         records = [r for r in load_results(args.results) if r.get("reconstruction_units")]

@@ -61,3 +61,11 @@ def test_entries_cached_without_a_history_are_left_out_with_a_sentence(figure_ca
     out = tmp_path / "c.png"
     assert main(["curves", "--cache", str(old), "--model", "tiny-vit", "-o", str(out)]) == 2
     assert "holds no loss history" in capsys.readouterr().err and not out.exists()
+    # with result files the reconstruction panels are drawn, and stderr says why the generation ones are not
+    write_result(tmp_path, "r", method="d4c3", units=[{"name": "visual.transformer.resblocks.0.mlp.c_fc",
+                                                        "error_before": 2.0, "error_after": 1.0}])
+    assert main(["curves", "--cache", str(old), "--model", "tiny-vit", "--results", str(tmp_path / "r.json"),
+                 "-o", str(out)]) == 0
+    assert "drawing the reconstruction losses only" in capsys.readouterr().err
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert data["generation"] == [] and data["reconstruction"][0]["sum_after"] == 1.0
