@@ -28,7 +28,7 @@ PROMPTS=$REPO/d4c/template/digits_classnames_templates.json
 mkdir -p "$FIGS"
 figures() { "$PY" -m d4c.figures "$@"; }
 
-figures images --cache "$CACHE" --model "$MODEL" --custom_file "$PROMPTS" --per_method 6 \
+figures images --cache "$CACHE" --model "$MODEL" --custom_file "$PROMPTS" --per_method 5 \
     -o "$FIGS/images_$MODEL.png"
 figures curves --cache "$CACHE" --model "$MODEL" --results "$@" --bits "$BITS" --recon_iters "$RECON_ITERS" \
     --methods "$CURVE_ROWS" -o "$FIGS/curves_$MODEL.png"
