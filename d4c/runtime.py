@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -50,3 +51,31 @@ def adam(params: list[torch.Tensor], lr: float) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr, fused=True)
     except (RuntimeError, TypeError, ValueError):
         return torch.optim.Adam(params, lr=lr)
+
+
+@dataclass(frozen=True)
+class ProcessShare:
+    """This process's place among the processes of one job: ``rank`` of ``world`` (0 of 1 when alone)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+
+def process_share() -> ProcessShare:
+    """The share torchrun (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``) or srun (``SLURM_PROCID``,
+    ``SLURM_NTASKS``, ``SLURM_LOCALID``) gave this process; 0 of 1 otherwise."""
+    for rank, world, local in (("RANK", "WORLD_SIZE", "LOCAL_RANK"), ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID")):
+        if rank in os.environ and world in os.environ:
+            share = ProcessShare(int(os.environ[rank]), int(os.environ[world]), int(os.environ.get(local, 0)))
+            if not 0 <= share.rank < share.world:
+                raise D4CError(f"{rank}={share.rank} is not below {world}={share.world}.")
+            return share
+    return ProcessShare()
+
+
+def share_device(name: str, share: ProcessShare) -> str:
+    """``auto`` on a CUDA machine under torchrun / srun: the process's own GPU (``cuda:LOCAL_RANK``)."""
+    if name == "auto" and share.world > 1 and torch.cuda.is_available():
+        return f"cuda:{share.local_rank % torch.cuda.device_count()}"
+    return name
