@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -177,10 +178,17 @@ def execute(plan: Plan, generations: list[J.Job], cells: list[J.Job], args: argp
     return X.run_slots(generations + cells, slots, report)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging()
+    # SIGTERM (kill, a batch system) stops the sweep as Ctrl-C does; SIGINT even when started in the background.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     began = time.perf_counter()
     try:
         if args.executor == "slurm" and not args.dry_run:

@@ -75,9 +75,15 @@ class Manifest:
         return manifest_error(self.path, key, problem)
 
 
+PREDICATES = ("is", "must", "uses", "produces", "mixes", "needs", "cannot", "matches", "has")
+
+
 def manifest_error(path: str | Path, key: str, problem: str) -> D4CError:
-    """``FILE: KEY: problem`` (the file and key of a bad manifest entry)."""
-    return D4CError(f"{path}: {key}: {problem}" if key else f"{path}: {problem}")
+    """``FILE: KEY is ...`` when ``problem`` is a predicate of the key, else ``FILE: KEY: problem``."""
+    if not key:
+        return D4CError(f"{path}: {problem}")
+    joint = " " if problem.split(" ", 1)[0] in PREDICATES else ": "
+    return D4CError(f"{path}: {key}{joint}{problem}")
 
 
 def _mapping(value: Any, path: Path, key: str) -> dict[str, Any]:

@@ -281,6 +281,7 @@ class Planner:
                     self._q_config(block, config.q_config, config.recon_iters)  # the default config must load too
                 output = self._output(block, config)
                 argv = [*argv, "--output", str(output)]
+                config = dataclasses.replace(config, output=str(output))
                 if output in cells:
                     other = cells[output]
                     if other.argv != argv:
