@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import time
@@ -215,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     except D4CError as exc:
         print(f"{PROG}: error: {exc.describe(lambda p: '--' + p)}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # the plan piped into head/less, which closed early
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; finished cells are kept, running ones keep their checkpoints. Run the same "
               f"command again to continue.", file=sys.stderr)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import shutil
 import string
 import tempfile
 from dataclasses import dataclass, field
@@ -137,7 +138,7 @@ class Planner:
         self._qconfigs: dict[tuple[str, Any], Any] = {}
         self._checked_files: set[tuple[str, str]] = set()
         self._derived: dict[str, str] = {}  # a derived config's file -> its name
-        self._scratch = Path(tempfile.mkdtemp(prefix="d4c-sweep-configs-"))
+        self._scratch = Path()  # derived configs are written here to be checked (a temporary folder per plan())
 
     # -- checks -----------------------------------------------------------------------------------------
     def _check_names(self, keys: Any, where: str) -> None:
@@ -266,6 +267,13 @@ class Planner:
 
     def plan(self) -> Plan:
         """Expand, check and group every cell (raises a one-sentence :class:`D4CError` on any problem)."""
+        self._scratch = Path(tempfile.mkdtemp(prefix="d4c-sweep-configs-"))
+        try:
+            return self._plan()
+        finally:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+
+    def _plan(self) -> Plan:
         self._check_names(self.overrides, "--set")
         self._check_names(self.only, "--only")
         cells: dict[Path, Cell] = {}

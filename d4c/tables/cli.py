@@ -51,17 +51,23 @@ def _table_of(dirs: list[str]) -> str:
 
 
 def write_markdown(path: Path, sections: list[Section]) -> list[str]:
-    """Replace the marked blocks of ``path`` that exist (or write the whole file); the markers replaced."""
+    """Replace the marked blocks of an existing ``path`` (the README's tables), or write the whole file; the
+    markers replaced. An existing file lacking one of the layout's markers is left alone (an error)."""
     text = path.read_text() if path.is_file() else None
-    marked = [(m, block) for m, block in sections if m and text is not None and f"<!-- {m}:start -->" in text]
-    if marked:
-        for marker, block in marked:
-            text = replace_between(text, f"<!-- {marker}:start -->", f"<!-- {marker}:end -->", block)
+    markers = [m for m, _ in sections if m]
+    if text is None or not markers:
+        text, markers = as_markdown(sections), []
     else:
-        text = as_markdown(sections)
+        missing = [m for m in markers if f"<!-- {m}:start -->" not in text or f"<!-- {m}:end -->" not in text]
+        if missing:
+            raise D4CError(f"{path} has no <!-- {missing[0]}:start --> ... <!-- {missing[0]}:end --> markers; add "
+                           f"them where the table goes, or name a new file to write the tables to.")
+        for marker, block in sections:
+            if marker:
+                text = replace_between(text, f"<!-- {marker}:start -->", f"<!-- {marker}:end -->", block)
     with atomic_path(path) as tmp:
         tmp.write_text(text)
-    return [m for m, _ in marked]
+    return markers
 
 
 def main(argv: list[str] | None = None) -> int:
