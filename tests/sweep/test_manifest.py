@@ -165,6 +165,22 @@ def test_main_manifest_lists_every_cell_of_the_papers_table(tmp_path):
     assert len(plan.generations) == 8 and all(len(g.cells) == 9 for g in plan.generations)
 
 
+def test_main_dry_run_prints_every_cell_and_its_command(tmp_path, capsys):
+    out = tmp_path / "main"
+    assert sweep_main([str(SWEEPS / "main.yaml"), "--dry_run", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    plan = _plan(SWEEPS / "main.yaml", out)
+    assert text.startswith(f"{SWEEPS / 'main.yaml'} (main, table main): 156 cells, 0 done, 156 to run")
+    assert "8 generations shared by 72 cells (9.0 cells per generation), 8 to run" in text
+    lines = text.splitlines()
+    for i, cell in enumerate(plan.cells, 1):
+        at = lines.index(next(line for line in lines if line.startswith(f"[{i:>3}/156] to run: {cell.name}")))
+        assert lines[at + 1].strip() == command_line(cell.argv)
+    for i, gen in enumerate(plan.generations, 1):
+        assert f"[gen {i}/8] to run: {gen.name} (9 cells)\n    {command_line(gen.argv)}" in text
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("name, cells, generations", [("ablation", 24, 8), ("gen_time", 8, 0), ("zoo", 150, 60)])
 def test_shipped_manifests_plan(tmp_path, name, cells, generations):
     plan = _plan(SWEEPS / f"{name}.yaml", tmp_path / name)
@@ -177,6 +193,26 @@ def test_shipped_manifests_plan(tmp_path, name, cells, generations):
         w4a4 = [c for c in plan.cells if "config44" in c.config.q_config]
         assert {c.config.seed for c in w4a4} == {0, 1, 2}
         assert {c.config.seed for c in plan.cells if "config44" not in c.config.q_config or c.config.fp_model} == {0}
+        generated = ("baseline", "d4c0", "d4c1", "d4c2", "d4c3")
+        for cell in plan.cells:  # the README tables' settings
+            argv, config = cell.argv, cell.config
+            assert _flag(argv, "--dataset") == "digits" and ("--dfq" in argv) == (config.row not in ("fp", "real"))
+            assert ("--gen_img" in argv) == ("--gen_schedule" in argv) == (config.row in generated)
+            if config.fp_model:
+                assert cell.blocks == ["ptq"] and "--recon" not in argv and "--q_config" not in argv
+                continue
+            if cell.blocks == ["dfq"]:
+                assert "--recon" in argv and _flag(argv, "--recon_iters") == "100" and "img32" in config.q_config
+                assert config.custom_file == "d4c/template/digits_classnames_templates.json"
+                assert config.generation.gen_iter == 100 or config.row in ("real", "gaussian")
+            else:
+                assert cell.blocks == ["ptq"] and config.q_config.startswith("exp/config")
+                assert _flag(argv, "--recon_iters") in (None, "100", "500") and ("--recon" in argv) == (
+                    _flag(argv, "--recon_iters") is not None)
+        plan.write_configs()
+        assert {load_qconfig(str(p)).calibrate.visual for p, _ in plan.configs.values()} == {32}
+        ptq = [c for c in plan.cells if c.blocks == ["ptq"] and not c.config.fp_model]
+        assert {load_qconfig(c.config.q_config).calibrate.visual for c in ptq} == {128}
 
 
 def test_shell_scripts_pass_arguments_through(tmp_path):
