@@ -25,11 +25,11 @@ import yaml
 
 from d4c.cli import configure_logging
 from d4c.errors import D4CError
-from d4c.io import slug, write_json
+from d4c.io import slug
 from d4c.sweep import executors as X
 from d4c.sweep import jobs as J
 from d4c.sweep.manifest import load_manifest
-from d4c.sweep.plan import Plan, Planner, command_line, result_status
+from d4c.sweep.plan import Plan, Planner, command_line, result_status, write_plan
 
 PROG = "d4c-sweep"
 DEFAULT_ROOT = Path("results") / "sweeps"
@@ -203,15 +203,17 @@ def main(argv: list[str] | None = None) -> int:
                            f"--overwrite_stale to run those cells again.")
         generations, cells = _jobs(plan, statuses)
         print_plan(plan, statuses, generations, commands=args.dry_run)
-        if args.dry_run or not cells:
-            if not cells:
-                print("Nothing to run: every cell is done.")
+        if args.dry_run:
             return 0
         try:
-            write_json(plan.out / "plan.json", plan.as_dict())
-            plan.write_configs()
+            write_plan(plan)  # also when every cell is done: d4c-results reads the cells' blocks from it
+            if cells:
+                plan.write_configs()
         except OSError as exc:
             raise D4CError(f"--out {plan.out} cannot be written ({exc.strerror or exc}).") from None
+        if not cells:
+            print("Nothing to run: every cell is done.")
+            return 0
         outcomes = execute(plan, generations, cells, args)
     except D4CError as exc:
         print(f"{PROG}: error: {exc.describe(lambda p: '--' + p)}", file=sys.stderr)

@@ -25,7 +25,8 @@ from d4c.data.prompts import load_prompt_file
 from d4c.errors import D4CError
 from d4c.generation.methods import BASELINE, method_class
 from d4c.generation.rows import generation_rows
-from d4c.io import resolve_resource, slug
+from d4c.generation.lock import EntryLock
+from d4c.io import resolve_resource, slug, write_json
 from d4c.models.architectures import RANDOM_PREFIX
 from d4c.models.loading import accepted_model_names
 from d4c.quantization.qconfig import load_qconfig, write_derived_qconfig
@@ -91,6 +92,28 @@ class Plan:
                            "command": command_line(c.argv), "generation": c.generation} for c in self.cells],
                 "generations": [{"name": g.name, "output": str(g.output), "command": command_line(g.argv),
                                  "cells": g.cells} for g in self.generations]}
+
+
+PLAN_FILE = "plan.json"
+
+
+def write_plan(plan: Plan) -> Path:
+    """Write ``<sweep>/plan.json`` (d4c-results reads each result's sweep, block and cell from it), keeping the
+    cells and generations other invocations wrote there: sweeps of other manifests or ``--only`` selections that
+    share the folder (concurrent ones wait for each other's update)."""
+    path = plan.out / PLAN_FILE
+    doc = plan.as_dict()
+    plan.out.mkdir(parents=True, exist_ok=True)
+    with EntryLock(path.with_name(PLAN_FILE + ".lock"), poll_s=0.2):
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError):
+            old = {}
+        for key in ("cells", "generations"):
+            mine = {entry["output"] for entry in doc[key]}
+            doc[key] = [e for e in old.get(key, []) if isinstance(e, dict) and e.get("output") not in mine] + doc[key]
+        write_json(path, doc)
+    return path
 
 
 def command_line(argv: list[str]) -> str:

@@ -55,6 +55,24 @@ def test_done_cells_are_skipped_and_stale_results_refused(tmp_path, capsys):
     assert "1 done, 1 to run (1 stale)" in capsys.readouterr().out
 
 
+def test_sweeps_sharing_a_folder_keep_each_others_cells_in_the_plan(tmp_path, capsys):
+    path, out = _manifest(tmp_path, ["tiny-rn", "tiny-vit"]), tmp_path / "out"
+    other = tmp_path / "other.yaml"  # another manifest writing into the same folder
+    other.write_text(path.read_text().replace("{model}_{method}", "x/{model}_{method}"))
+    for manifest in (path, other):
+        for cell in Planner(load_manifest(manifest), out).plan().cells:  # done already: nothing runs
+            cell.output.parent.mkdir(parents=True, exist_ok=True)
+            cell.output.write_text(json.dumps({"task": "zeroshot_classification", "model": cell.config.model,
+                                               "args": cell.config.as_flags()}))
+    assert sweep_main([str(path), "--out", str(out), "--only", "model=tiny-rn"]) == 0
+    assert sweep_main([str(path), "--out", str(out), "--only", "model=tiny-vit"]) == 0
+    assert sweep_main([str(other), "--out", str(out), "--only", "model=tiny-vit"]) == 0
+    assert capsys.readouterr().out.count("Nothing to run") == 3
+    cells = json.loads((out / "plan.json").read_text())["cells"]
+    assert sorted(c["name"] for c in cells) == ["tiny-rn_fp_s0", "tiny-vit_fp_s0", "x/tiny-vit_fp_s0"]
+    assert not (out / "plan.json.lock").exists()
+
+
 @pytest.mark.slow
 def test_failing_cell_never_stops_the_others_and_rerun_runs_only_what_is_missing(tmp_path, capsys):
     bad = tmp_path / "broken.pt"
