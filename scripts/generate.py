@@ -41,7 +41,7 @@ from d4c.generation.settings import DEFAULT_NUM_IMAGES  # noqa: E402
 from d4c.generation.synthesis import synthesize  # noqa: E402
 from d4c.io import write_json  # noqa: E402
 from d4c.models.loading import load_clip  # noqa: E402
-from d4c.runtime import process_share, resolve_device, share_device  # noqa: E402
+from d4c.runtime import process_share, resolve_device, share_device, tune_cpu_allocator  # noqa: E402
 
 PROG = "generate.py"
 logger = logging.getLogger("d4c.scripts.generate")
@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging()
+    tune_cpu_allocator()
     try:
         record = run(args)
     except D4CError as exc:
