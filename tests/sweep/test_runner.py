@@ -138,3 +138,26 @@ def test_slurm_executor_through_submitits_local_executor_gives_the_same_results(
         a, b = (json.loads((tmp_path / d / name).read_text()) for d in ("local", "slurm"))
         assert a["metrics"] == b["metrics"]
     assert list((tmp_path / "slurm" / "slurm").rglob("*_submitted.pkl"))  # submitit's own job files
+
+
+def test_slurm_without_submitit_says_how_to_install_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "submitit", None)  # import submitit raises ImportError
+    path = _manifest(tmp_path, ["tiny-rn"])
+    assert sweep_main([str(path), "--out", str(tmp_path / "out"), "--executor", "slurm"]) == 2
+    err = capsys.readouterr().err
+    assert "submitit, which is not installed: pip install submitit" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_preempted_slurm_job_is_resubmitted_as_the_same_command(tmp_path):
+    submitit = pytest.importorskip("submitit", reason="submitit is in requirements.txt")
+    import pickle
+
+    from d4c.sweep.executors import CommandJob
+
+    job = J.Job("c", J.CELL, ["--model", "tiny-rn", "--fp_model"], tmp_path / "c.json", tmp_path / "c.log")
+    again = CommandJob(job).checkpoint()  # what submitit calls on preemption or timeout
+    assert isinstance(again, submitit.helpers.DelayedSubmission) and isinstance(again.function, CommandJob)
+    assert again.function.job == job and pickle.loads(pickle.dumps(again.function)).job == job
+    job.output.write_text("{}")  # a requeued attempt after the result was written does nothing
+    assert again.function().status == "ok" and not job.log.exists()
