@@ -3,8 +3,9 @@
 
 The pipeline owns the order of the stages and the choice of the calibration images; each stage
 takes plain arguments and returns its part of the result record. Everything that can be checked
-without a model (flags, the result path, the quantization config, the prompt file, the dataset
-roots) is checked first, so a mistake costs seconds, not a model load.
+without a model (flags, every output location, the quantization config, the prompt file, the
+datasets' files, the model cache entry) is checked first (:mod:`d4c.preflight`), so a mistake
+costs seconds, not a model load.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 import torch
 
 from d4c.config import RunConfig
-from d4c.data.datasets import build_dataset, check_dataset, sample_images
+from d4c.data.datasets import build_dataset, sample_images
 from d4c.data.prompts import PromptSet, calibration_tokens, load_prompt_file
 from d4c.errors import D4CError
 from d4c.evaluation import evaluate_zeroshot
@@ -28,13 +29,16 @@ from d4c.generation.cache import PseudoImageCache
 from d4c.generation.rows import row_of
 from d4c.generation.settings import GenerationSettings
 from d4c.generation.synthesis import SynthesisOutcome
+from d4c.models.identity import model_identity
 from d4c.models.loading import LoadedModel, load_clip
+from d4c.preflight import check_generation, check_run, finished_result
 from d4c.quantization.calibration import calibrate
 from d4c.quantization.qconfig import QConfig, load_qconfig, qconfig_from_dict
 from d4c.quantization.quant_clip import quantize_clip
 from d4c.quantization.state import load_quant_state, quant_state_path, restore_quantized, save_quant_state
+from d4c.quantization.weight_ranges import WeightRangeCache
 from d4c.reconstruction import reconstruct
-from d4c.reconstruction.checkpoint import ReconCheckpoint
+from d4c.reconstruction.checkpoint import ReconCheckpoint, recon_checkpoint_path
 from d4c.results import GENERATION_TASK, StageTimer, build_record, output_path, write_result
 from d4c.runtime import ProcessShare, process_share, resolve_device, seed_everything, share_device
 
@@ -55,11 +59,6 @@ class QuantPlan:
     """The prompt file (calibration texts; generation prompts of the pseudo-image rows)."""
     saved: dict[str, Any] | None = None
     """A saved quantized model (``--load_quant``): no calibration data, no calibration."""
-
-
-def recon_checkpoint_path(output: Path) -> Path:
-    """Where an interrupted reconstruction of the run writing ``output`` keeps its progress."""
-    return output.parent / (output.stem + ".recon-ckpt.pt")
 
 
 def _warn_ignored(config: RunConfig) -> None:
@@ -84,9 +83,10 @@ def _plan_quantization(config: RunConfig) -> QuantPlan | None:
         return None
     if config.load_quant:
         saved = load_quant_state(config.load_quant)
-        if saved.get("model") != config.model:
+        identity = model_identity(config.model)
+        if not identity.matches(saved.get("model_identity"), saved.get("model")):
             raise D4CError(f"--load_quant {config.load_quant} holds a quantized {saved.get('model')}, not --model "
-                           f"{config.model}; pass --model {saved.get('model')}.")
+                           f"{identity.describe()}; pass --model {saved.get('model')} (or the same checkpoint file).")
         return QuantPlan(qconfig_from_dict(saved["q_config"], saved.get("q_config_path", "")), saved=saved)
     return QuantPlan(load_qconfig(config.q_config, config.recon_iters), prompts=load_prompt_file(config.custom_file))
 
@@ -126,9 +126,10 @@ def generate_only(config: RunConfig) -> dict[str, Any]:
     """``--gen_only``: the run's pseudo images into the cache (this process's share of a split generation under
     torchrun / srun), and a generation record at ``--output`` (rank 0)."""
     output = output_path(config)
-    if config.skip_existing and output.exists():
-        logger.info(f"Skipping: {output} exists (--skip_existing).")
+    if config.skip_existing and finished_result(output, model_identity(config.model)):
+        logger.info(f"Skipping: {output} holds this model's generation record (--skip_existing).")
         return {}
+    check_generation(config, output)
     plan = _plan_quantization(config)
     share = process_share()
     device = resolve_device(share_device(config.device, share))
@@ -151,11 +152,12 @@ def _calibrate(config: RunConfig, plan: QuantPlan, model: torch.nn.Module, image
         tokens = calibration_tokens(templates, plan.prompts, plan.qconfig.calibrate.text, config.seed,
                                     getattr(model, "context_length", 77)).to(device)
         quantize_clip(model, plan.qconfig)
-        calibrate(model, images, tokens)
+        weights = calibrate(model, images, tokens, range_cache=WeightRangeCache.from_flag(config.range_cache_dir))
     logger.info(f"Calibrated on {images.shape[0]} {config.row} images and {tokens.shape[0]} texts "
                 f"in {timer.seconds['calibration']:.1f} s.")
     return tokens, {"calibration_data": {"images": int(images.shape[0]), "texts": int(tokens.shape[0]),
-                                         "image_source": config.row}}
+                                         "image_source": config.row},
+                    "weight_ranges": {"from_cache": weights.from_cache, "cache": str(weights.cache_path or "")}}
 
 
 def _reconstruct(config: RunConfig, plan: QuantPlan, model: torch.nn.Module, images: torch.Tensor,
@@ -198,7 +200,7 @@ def _quantize(config: RunConfig, loaded: LoadedModel, templates: list[str], plan
     state_path = quant_state_path(output)
     save_quant_state(state_path, model, plan.qconfig, config.model,
                      info={"method": config.row, "recon": bool(config.recon), "seed": config.seed,
-                           "dataset": config.dataset})
+                           "dataset": config.dataset}, identity=model_identity(config.model).as_dict())
     return model, {**part, **timer.parts, "quant_state": str(state_path)}
 
 
@@ -207,14 +209,12 @@ def run(config: RunConfig) -> dict[str, Any] | None:
     if config.gen_only:
         return generate_only(config)
     output = output_path(config)
-    if config.skip_existing and output.exists():
-        logger.info(f"Skipping: {output} exists (--skip_existing).")
+    if config.skip_existing and finished_result(output, model_identity(config.model)):
+        logger.info(f"Skipping: {output} holds this model's result (--skip_existing).")
         return None
+    check_run(config, output)
     _warn_ignored(config)
     plan = _plan_quantization(config)
-    check_dataset(config.dataset, config.dataset_root, config.split)
-    if plan is not None and plan.saved is None and not config.dfq:
-        check_dataset(config.dataset, config.dataset_root, config.train_split)
     device = resolve_device(config.device)
     seed_everything(config.seed)
 

@@ -23,6 +23,7 @@ from d4c.config import RunConfig
 from d4c.environment import environment, package_versions
 from d4c.errors import D4CError
 from d4c.io import slug, write_json
+from d4c.models.identity import model_identity
 
 TASK = "zeroshot_classification"
 GENERATION_TASK = "generation"
@@ -32,10 +33,11 @@ OUTPUT_KEYS = ("dataset", "model", "task", "method", "q_config", "seed", "recon"
 
 
 def output_path(config: RunConfig) -> Path:
-    """``--output`` with its template fields filled in (``ViT-B/32`` becomes ``ViT-B-32``)."""
+    """``--output`` with its template fields filled in (``ViT-B/32`` becomes ``ViT-B-32``; a checkpoint
+    file its stem and a short digest of its content, unless it is an OpenAI checkpoint)."""
     values = {
         "dataset": slug(config.dataset),
-        "model": slug(config.model),
+        "model": model_identity(config.model).slug(),
         "task": TASK,
         "method": config.row,
         "q_config": "fp" if config.fp_model else slug(Path(config.q_config).stem),
@@ -127,6 +129,7 @@ def build_record(config: RunConfig, metrics: dict[str, float], timer: StageTimer
     record: dict[str, Any] = {
         "dataset": config.dataset,
         "model": config.model,
+        "model_identity": model_identity(config.model).as_dict(),
         "task": task,
         "metrics": metrics,
         "language": "en",

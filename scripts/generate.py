@@ -41,6 +41,7 @@ from d4c.generation.settings import DEFAULT_NUM_IMAGES  # noqa: E402
 from d4c.generation.synthesis import synthesize  # noqa: E402
 from d4c.io import write_json  # noqa: E402
 from d4c.models.loading import load_clip  # noqa: E402
+from d4c.preflight import check_file_target, check_generation_folders, check_model  # noqa: E402
 from d4c.runtime import process_share, resolve_device, share_device, tune_cpu_allocator  # noqa: E402
 
 PROG = "generate.py"
@@ -71,6 +72,11 @@ def run(args: argparse.Namespace) -> dict:
         torch.set_num_threads(args.threads)
     config = RunConfig.from_flags(vars(args))
     settings = replace(config.generation, seed=args.seed, num_images=args.num_images)
+    # Every output location and what is known about the model, before it is loaded.
+    check_generation_folders(config)
+    if args.summary:
+        check_file_target(Path(args.summary), "summary", "summary")
+    check_model(replace(config, dfq=True, gen_img=True))
     share = process_share()
     device = resolve_device(share_device(config.device, share))
     loaded = load_clip(config.model, device, config.model_cache_dir)
