@@ -65,8 +65,11 @@ class SynthesisOutcome:
 
 def _hit(stored: dict, settings: GenerationSettings, device: torch.device, cache: PseudoImageCache, stem: str,
          key: str) -> SynthesisOutcome:
-    return SynthesisOutcome(stored["images"].to(device), settings, 0.0, from_cache=True,
-                            cache_path=cache.images_path(stem), key=key, targets=stored.get("targets"))
+    outcome = SynthesisOutcome(stored["images"].to(device), settings, 0.0, from_cache=True,
+                               cache_path=cache.images_path(stem), key=key, targets=stored.get("targets"))
+    if stored.get("loss_history") is not None:  # entries written before the history was kept lack it
+        outcome.loss_history = stored["loss_history"]
+    return outcome
 
 
 def _generate_entry(settings: GenerationSettings, loaded: LoadedModel, device: torch.device,
@@ -105,7 +108,8 @@ def _generate_entry(settings: GenerationSettings, loaded: LoadedModel, device: t
             info = {"seconds": round(result.seconds, 3), "iterations_run": result.iterations_run,
                     "resumed_from": result.resumed_from, "final_loss": outcome.final_loss, "device": device.type,
                     "torch": torch.__version__, "model_name": loaded.name, "model_source": loaded.source}
-            outcome.cache_path = cache.save(stem, key, result.images, result.targets, recipe, info)
+            outcome.cache_path = cache.save(stem, key, result.images, result.targets, recipe, info,
+                                            loss_history=result.loss_history)
             checkpoint.remove()
             logger.info(f"Pseudo images cached in {outcome.cache_path}.")
         return outcome
@@ -186,7 +190,8 @@ def _generate_groups(settings: GenerationSettings, loaded: LoadedModel, device: 
         info = {"seconds": round(seconds, 3), "groups": groups, "final_loss": outcome.final_loss,
                 "device": device.type, "torch": torch.__version__, "model_name": loaded.name,
                 "model_source": loaded.source}
-        outcome.cache_path = cache.save(stem, key, images, targets, recipe, info)
+        outcome.cache_path = cache.save(stem, key, images, targets, recipe, info,
+                                        loss_history=history if len(history) else None)
         for g in range(groups):
             cache.remove(stems[g])
         logger.info(f"Pseudo images: {groups} groups assembled and cached in {outcome.cache_path}.")
