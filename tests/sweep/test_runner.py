@@ -78,15 +78,16 @@ def test_failing_cell_never_stops_the_others_and_rerun_runs_only_what_is_missing
     bad = tmp_path / "broken.pt"
     bad.write_bytes(b"not a checkpoint")
     path, out = _manifest(tmp_path, ["tiny-rn", str(bad)]), tmp_path / "out"
+    broken = next(c.name for c in Planner(load_manifest(path), out).plan().cells if c.name.startswith("broken"))
     assert sweep_main([str(path), "--out", str(out)]) == 1
     text = capsys.readouterr().out
-    good, failed = out / "tiny-rn_fp_s0.json", out / "broken_fp_s0.json"
+    good, failed, log = out / "tiny-rn_fp_s0.json", out / f"{broken}.json", out / "logs" / f"{broken}.log"
     assert json.loads(good.read_text())["metrics"]["acc1"] > 0.9 and not failed.exists()
-    assert "1 failed, 1 ok" in text and f"broken_fp_s0: exit 2, log {out / 'logs' / 'broken_fp_s0.log'}" in text
-    assert "d4c-quant: error:" in (out / "logs" / "broken_fp_s0.log").read_text()
+    assert "1 failed, 1 ok" in text and f"{broken}: exit 2, log {log}" in text
+    assert "d4c-quant: error:" in log.read_text()
     assert sweep_main([str(path), "--out", str(out)]) == 1  # only the missing cell runs again
     assert "2 cells, 1 done, 1 to run" in capsys.readouterr().out
-    assert _headers(out / "logs" / "tiny-rn_fp_s0.log") == 1 and _headers(out / "logs" / "broken_fp_s0.log") == 2
+    assert _headers(out / "logs" / "tiny-rn_fp_s0.log") == 1 and _headers(log) == 2
     assert json.loads((out / "plan.json").read_text())["cells"][0]["command"].startswith("d4c-quant --fp_model")
 
 
