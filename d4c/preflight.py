@@ -12,6 +12,9 @@
 * the model, as far as it is known without loading it: the OpenAI cache entry (folder, file,
   checksum, offline) and the image tower's family against ``--gen_method bns`` / ``pse``.
 
+:func:`check_generation` is the same for ``--gen_only`` (its record, the cache and PNG folders, the
+input files and the model; no dataset).
+
 :func:`finished_result` decides ``--skip_existing``: an existing result is skipped only when it
 was made by the same model (its recorded identity), and a result of another model is never
 overwritten silently.
@@ -133,6 +136,22 @@ def check_run(config: RunConfig, output: Path) -> None:
     check_dataset(config.dataset, config.dataset_root, config.split)
     if _writes_quantized_model(config) and not config.dfq:
         check_dataset(config.dataset, config.dataset_root, config.train_split)
+    check_model(config)
+
+
+def check_generation_folders(config: RunConfig) -> None:
+    """The folders a generation writes: its PNGs (``--img_path``) and the pseudo-image cache."""
+    for folder, parameter in ((config.img_path, "img_path"), (config.gen_cache_dir, "gen_cache_dir")):
+        if folder and folder not in NO_CACHE:
+            check_folder_target(Path(folder).expanduser(), parameter)
+
+
+def check_generation(config: RunConfig, output: Path) -> None:
+    """``--gen_only``: the generation record, the folders, the input files and the model; no dataset is read."""
+    check_file_target(output, "output", "generation record")
+    check_generation_folders(config)
+    _check_input_file(config.q_config, "q_config")
+    _check_input_file(config.custom_file, "custom_file")
     check_model(config)
 
 

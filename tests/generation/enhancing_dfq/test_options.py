@@ -70,6 +70,8 @@ def test_run_config_checks_the_options_before_any_work(capsys):
         _config("--dfq", "--gen_img", "--gen_method", "enhancing_dfq", "--edfq", "nope=1")
     assert main(["--dfq", "--gen_img", "--gen_method", "enhancing_dfq", "--edfq", "layers=0"]) == 2
     assert "--edfq option layers must be a positive integer, got 0." in capsys.readouterr().err
+    assert main(["--dfq", "--gen_img", "--gen_method", "enhancing_dfq", "--gen_groups", "2"]) == 2
+    assert "--gen_groups must be 1 for enhancing_dfq" in capsys.readouterr().err
 
 
 def test_the_row_and_settings_carry_the_options():

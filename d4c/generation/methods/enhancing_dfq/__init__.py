@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from d4c.errors import D4CError
 from d4c.generation.methods.base import GenerationMethod, Option, register
 from d4c.generation.methods.enhancing_dfq.features import levels
 from d4c.generation.methods.enhancing_dfq.options import (FILE_PARAMETER, PARAMETER, EnhancingDFQOptions,
@@ -61,6 +62,9 @@ class EnhancingDFQ(GenerationMethod):
     @classmethod
     def check_options(cls, settings: GenerationSettings) -> None:
         options_of(settings)
+        if settings.gen_groups > 1:  # K groups would be K generators, each trained on a share of the steps
+            raise D4CError(f"must be 1 for enhancing_dfq (one trained generator draws every image), got "
+                           f"{settings.gen_groups}.", "gen_groups")
 
     @classmethod
     def recipe_fields(cls, settings: GenerationSettings, prompts: Sequence[str] | None) -> dict[str, Any]:
