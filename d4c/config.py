@@ -26,6 +26,7 @@ from d4c.generation.settings import GenerationSettings, flag
 DEFAULT_CUSTOM_FILE = "./d4c/template/custom_classnames_templates.json"
 DEFAULT_Q_CONFIG = "./exp/config66.yaml"
 DEFAULT_GEN_CACHE_DIR = "./cache/pseudo_images"
+DEFAULT_RANGE_CACHE_DIR = "./cache/weight_ranges"
 RUN_ROWS = ("fp", "real")
 """The rows without pseudo images: full precision, and calibration on real training images."""
 
@@ -58,9 +59,14 @@ class RunConfig:
     recon: bool = flag(False, "run block reconstruction after calibration", group=QUANT)
     recon_iters: int | None = flag(None, "reconstruction steps per unit, overriding recon.iters of --q_config",
                                    group=QUANT, type=int, metavar="N")
-    load_quant: str | None = flag(None, "evaluate a saved quantized model (the *.quant.pt every quantized run writes "
-                                        "next to its result) without calibrating again; --model must be the model "
-                                        "it was made from", group=QUANT, metavar="PATH")
+    load_quant: str | None = flag(None, "evaluate a saved quantized model (the *.quant.safetensors every quantized "
+                                        "run writes next to its result; earlier *.quant.pt files too) without "
+                                        "calibrating again; --model must be the model it was made from (the same "
+                                        "name or checkpoint content)", group=QUANT, metavar="PATH")
+    range_cache_dir: str = flag(DEFAULT_RANGE_CACHE_DIR, "cache of calibrated weight ranges, reused by every run with "
+                                                         "the same weights and weight-quantizer settings (they do not "
+                                                         "depend on the calibration data); 'none' turns it off",
+                                group=QUANT)
     dfq: bool = flag(False, "data-free: calibrate on synthetic images instead of real training images", group=DFQ)
     gen_img: bool = flag(False, "with --dfq: optimise the pseudo images (without it they stay Gaussian noise)",
                          group=DFQ)
@@ -74,6 +80,10 @@ class RunConfig:
                                                      "turns both off", group=DFQ)
     gen_force: bool = flag(False, "ignore cached pseudo images and checkpoints of this recipe: generate anew",
                            group=DFQ)
+    gen_only: bool = flag(False, "only generate (or find in the cache) this run's pseudo images, then stop: no "
+                                 "quantization and no evaluation; --output receives a generation record. Under "
+                                 "torchrun or srun each process generates its share of the --gen_groups groups",
+                          group=DFQ)
     seed: int = flag(0, "seeds torch, numpy and python's random", group=OUTPUT)
     batch_size: int = flag(64, "evaluation batch size", group=OUTPUT)
     num_workers: int = flag(4, "evaluation data-loader workers", group=OUTPUT)
@@ -120,6 +130,9 @@ class RunConfig:
             raise D4CError("--load_quant evaluates a saved quantized model: drop --fp_model or --load_quant.")
         if self.gen_img and not self.dfq:
             raise D4CError("--gen_img only applies to data-free calibration: add --dfq or drop --gen_img.")
+        if self.gen_only and (not (self.dfq and self.gen_img) or self.fp_model or self.load_quant):
+            raise D4CError("--gen_only generates pseudo images: it needs --dfq --gen_img (and no --fp_model or "
+                           "--load_quant).")
 
     def pseudo_image_settings(self, num_images: int) -> GenerationSettings | None:
         """The generation of this run's calibration images (``num_images`` of them), or None when it uses none

@@ -3,8 +3,9 @@
 
 The pipeline owns the order of the stages and the choice of the calibration images; each stage
 takes plain arguments and returns its part of the result record. Everything that can be checked
-without a model (flags, the result path, the quantization config, the prompt file, the dataset
-roots) is checked first, so a mistake costs seconds, not a model load.
+without a model (flags, every output location, the quantization config, the prompt file, the
+datasets' files, the model cache entry) is checked first (:mod:`d4c.preflight`), so a mistake
+costs seconds, not a model load.
 """
 
 from __future__ import annotations
@@ -19,21 +20,27 @@ from typing import Any
 import torch
 
 from d4c.config import RunConfig
-from d4c.data.datasets import build_dataset, check_dataset, sample_images
+from d4c.data.datasets import build_dataset, sample_images
 from d4c.data.prompts import PromptSet, calibration_tokens, load_prompt_file
 from d4c.errors import D4CError
 from d4c.evaluation import evaluate_zeroshot
 from d4c.generation import synthesize
 from d4c.generation.cache import PseudoImageCache
+from d4c.generation.rows import row_of
+from d4c.generation.settings import GenerationSettings
+from d4c.generation.synthesis import SynthesisOutcome
+from d4c.models.identity import model_identity
 from d4c.models.loading import LoadedModel, load_clip
+from d4c.preflight import check_generation, check_run, finished_result
 from d4c.quantization.calibration import calibrate
 from d4c.quantization.qconfig import QConfig, load_qconfig, qconfig_from_dict
 from d4c.quantization.quant_clip import quantize_clip
 from d4c.quantization.state import load_quant_state, quant_state_path, restore_quantized, save_quant_state
+from d4c.quantization.weight_ranges import WeightRangeCache
 from d4c.reconstruction import reconstruct
-from d4c.reconstruction.checkpoint import ReconCheckpoint
-from d4c.results import StageTimer, build_record, output_path, write_result
-from d4c.runtime import resolve_device, seed_everything
+from d4c.reconstruction.checkpoint import ReconCheckpoint, recon_checkpoint_path
+from d4c.results import GENERATION_TASK, StageTimer, build_record, output_path, write_result
+from d4c.runtime import ProcessShare, process_share, resolve_device, seed_everything, share_device
 
 logger = logging.getLogger(__name__)
 
@@ -52,11 +59,6 @@ class QuantPlan:
     """The prompt file (calibration texts; generation prompts of the pseudo-image rows)."""
     saved: dict[str, Any] | None = None
     """A saved quantized model (``--load_quant``): no calibration data, no calibration."""
-
-
-def recon_checkpoint_path(output: Path) -> Path:
-    """Where an interrupted reconstruction of the run writing ``output`` keeps its progress."""
-    return output.parent / (output.stem + ".recon-ckpt.pt")
 
 
 def _warn_ignored(config: RunConfig) -> None:
@@ -81,9 +83,10 @@ def _plan_quantization(config: RunConfig) -> QuantPlan | None:
         return None
     if config.load_quant:
         saved = load_quant_state(config.load_quant)
-        if saved.get("model") != config.model:
+        identity = model_identity(config.model)
+        if not identity.matches(saved.get("model_identity"), saved.get("model")):
             raise D4CError(f"--load_quant {config.load_quant} holds a quantized {saved.get('model')}, not --model "
-                           f"{config.model}; pass --model {saved.get('model')}.")
+                           f"{identity.describe()}; pass --model {saved.get('model')} (or the same checkpoint file).")
         return QuantPlan(qconfig_from_dict(saved["q_config"], saved.get("q_config_path", "")), saved=saved)
     return QuantPlan(load_qconfig(config.q_config, config.recon_iters), prompts=load_prompt_file(config.custom_file))
 
@@ -95,16 +98,51 @@ def _calibration_images(config: RunConfig, plan: QuantPlan, loaded: LoadedModel,
     count = plan.qconfig.calibrate.visual
     settings = config.pseudo_image_settings(count)
     if settings is not None:
-        with timer.stage("generation"):
-            return synthesize(settings, loaded, device, plan.prompts.prompts(),
-                              cache=PseudoImageCache.from_flag(config.gen_cache_dir), force=config.gen_force,
-                              img_path=config.img_path).images
+        return _pseudo_images(config, plan, loaded, device, timer, settings).images
     with timer.stage("calibration"):
         train = build_dataset(config.dataset, config.dataset_root, config.train_split, loaded.preprocess)
         if len(train) < count:
             raise D4CError(f"--train_split {config.train_split} of {config.dataset} has {len(train)} images, fewer "
                            f"than the {count} calibration images calibrate.visual asks for.")
         return sample_images(train, count, config.seed, config.num_workers).to(device)
+
+
+def _pseudo_images(config: RunConfig, plan: QuantPlan, loaded: LoadedModel, device: torch.device, timer: StageTimer,
+                   settings: GenerationSettings, share: ProcessShare = ProcessShare()) -> SynthesisOutcome:
+    """The run's pseudo images through the cache (the generation stage); ``timer.parts`` gets their record."""
+    with timer.stage("generation"):
+        outcome = synthesize(settings, loaded, device, plan.prompts.prompts(),
+                             cache=PseudoImageCache.from_flag(config.gen_cache_dir), force=config.gen_force,
+                             img_path=config.img_path, share=share)
+    timer.parts["pseudo_images"] = {
+        "row": row_of(outcome.settings), "num_images": settings.num_images, "gen_groups": settings.gen_groups,
+        "from_cache": outcome.from_cache, "cache_path": str(outcome.cache_path) if outcome.cache_path else None,
+        "key": outcome.key, "generation_seconds": round(outcome.generation_seconds, 3),
+        "resumed_from": outcome.resumed_from, "final_loss": outcome.final_loss, "complete": outcome.complete}
+    return outcome
+
+
+def generate_only(config: RunConfig) -> dict[str, Any]:
+    """``--gen_only``: the run's pseudo images into the cache (this process's share of a split generation under
+    torchrun / srun), and a generation record at ``--output`` (rank 0)."""
+    output = output_path(config)
+    if config.skip_existing and finished_result(output, model_identity(config.model)):
+        logger.info(f"Skipping: {output} holds this model's generation record (--skip_existing).")
+        return {}
+    check_generation(config, output)
+    plan = _plan_quantization(config)
+    share = process_share()
+    device = resolve_device(share_device(config.device, share))
+    timer = StageTimer()
+    with timer.stage("load_model"):
+        loaded = load_clip(config.model, device, config.model_cache_dir)
+    settings = config.pseudo_image_settings(plan.qconfig.calibrate.visual)
+    outcome = _pseudo_images(config, plan, loaded, device, timer, settings, share)
+    record = build_record(config, {}, timer, device, task=GENERATION_TASK, extra=timer.parts)
+    if outcome.complete:
+        write_result(output, record)
+        logger.info(f"{config.model} [{record['method']}]: pseudo images in {outcome.cache_path} -> {output}")
+    return record
 
 
 def _calibrate(config: RunConfig, plan: QuantPlan, model: torch.nn.Module, images: torch.Tensor,
@@ -114,11 +152,12 @@ def _calibrate(config: RunConfig, plan: QuantPlan, model: torch.nn.Module, image
         tokens = calibration_tokens(templates, plan.prompts, plan.qconfig.calibrate.text, config.seed,
                                     getattr(model, "context_length", 77)).to(device)
         quantize_clip(model, plan.qconfig)
-        calibrate(model, images, tokens)
+        weights = calibrate(model, images, tokens, range_cache=WeightRangeCache.from_flag(config.range_cache_dir))
     logger.info(f"Calibrated on {images.shape[0]} {config.row} images and {tokens.shape[0]} texts "
                 f"in {timer.seconds['calibration']:.1f} s.")
     return tokens, {"calibration_data": {"images": int(images.shape[0]), "texts": int(tokens.shape[0]),
-                                         "image_source": config.row}}
+                                         "image_source": config.row},
+                    "weight_ranges": {"from_cache": weights.from_cache, "cache": str(weights.cache_path or "")}}
 
 
 def _reconstruct(config: RunConfig, plan: QuantPlan, model: torch.nn.Module, images: torch.Tensor,
@@ -161,21 +200,21 @@ def _quantize(config: RunConfig, loaded: LoadedModel, templates: list[str], plan
     state_path = quant_state_path(output)
     save_quant_state(state_path, model, plan.qconfig, config.model,
                      info={"method": config.row, "recon": bool(config.recon), "seed": config.seed,
-                           "dataset": config.dataset})
-    return model, {**part, "quant_state": str(state_path)}
+                           "dataset": config.dataset}, identity=model_identity(config.model).as_dict())
+    return model, {**part, **timer.parts, "quant_state": str(state_path)}
 
 
 def run(config: RunConfig) -> dict[str, Any] | None:
     """Run the pipeline for ``config``; return the result record, or None when skipped."""
+    if config.gen_only:
+        return generate_only(config)
     output = output_path(config)
-    if config.skip_existing and output.exists():
-        logger.info(f"Skipping: {output} exists (--skip_existing).")
+    if config.skip_existing and finished_result(output, model_identity(config.model)):
+        logger.info(f"Skipping: {output} holds this model's result (--skip_existing).")
         return None
+    check_run(config, output)
     _warn_ignored(config)
     plan = _plan_quantization(config)
-    check_dataset(config.dataset, config.dataset_root, config.split)
-    if plan is not None and plan.saved is None and not config.dfq:
-        check_dataset(config.dataset, config.dataset_root, config.train_split)
     device = resolve_device(config.device)
     seed_everything(config.seed)
 

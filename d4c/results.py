@@ -23,17 +23,21 @@ from d4c.config import RunConfig
 from d4c.environment import environment, package_versions
 from d4c.errors import D4CError
 from d4c.io import slug, write_json
+from d4c.models.identity import model_identity
 
 TASK = "zeroshot_classification"
+GENERATION_TASK = "generation"
+"""The task of a ``--gen_only`` record: pseudo images made (or found in the cache), nothing evaluated."""
 STAGES = ("load_model", "generation", "calibration", "reconstruction", "evaluation")
 OUTPUT_KEYS = ("dataset", "model", "task", "method", "q_config", "seed", "recon")
 
 
 def output_path(config: RunConfig) -> Path:
-    """``--output`` with its template fields filled in (``ViT-B/32`` becomes ``ViT-B-32``)."""
+    """``--output`` with its template fields filled in (``ViT-B/32`` becomes ``ViT-B-32``; a checkpoint
+    file its stem and a short digest of its content, unless it is an OpenAI checkpoint)."""
     values = {
         "dataset": slug(config.dataset),
-        "model": slug(config.model),
+        "model": model_identity(config.model).slug(),
         "task": TASK,
         "method": config.row,
         "q_config": "fp" if config.fp_model else slug(Path(config.q_config).stem),
@@ -85,6 +89,8 @@ class StageTimer:
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.parts: dict[str, Any] = {}
+        """Record parts the stages add as they run (``pseudo_images``)."""
         self.peak_memory_mb: dict[str, dict[str, float]] = {}
         self._start = time.perf_counter()
 
@@ -117,12 +123,14 @@ class StageTimer:
 
 
 def build_record(config: RunConfig, metrics: dict[str, float], timer: StageTimer, device: torch.device,
-                 quant_config: dict | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The result record of one run."""
+                 quant_config: dict | None = None, extra: dict[str, Any] | None = None,
+                 task: str = TASK) -> dict[str, Any]:
+    """The result record of one run (``task``: zero-shot classification, or ``generation`` for ``--gen_only``)."""
     record: dict[str, Any] = {
         "dataset": config.dataset,
         "model": config.model,
-        "task": TASK,
+        "model_identity": model_identity(config.model).as_dict(),
+        "task": task,
         "metrics": metrics,
         "language": "en",
         "method": config.row,
