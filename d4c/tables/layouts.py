@@ -168,7 +168,9 @@ def _zoo_dfq(records: list[Row]) -> str:
                for m in models for b in bits]
     pivot = Pivot(["row", "schedule"], rows, columns, select=select, gains=gains, skip_empty_rows=True)
     seeds = "; ".join(f"{b}: {_seed_note(records, lambda r, b=b: dfq(r) and r.get('bits') == b)}" for b in bits)
-    gen_iter = distinct(records, lambda r: dfq(r) and r.get("generation_method") not in ("", None), "gen_iter")
+    # Gaussian noise records carry the default --gen_iter, which it never uses: only generated rows count.
+    gen_iter = distinct(records, lambda r: dfq(r) and r.get("generation_method") not in ("", None, "gaussian"),
+                        "gen_iter")
     steps = distinct(records, lambda r: dfq(r) and r.get("recon"), "recon_iters")
     images = distinct(records, dfq, "calibration_images")
     note = (f"Top-1 (%) on `digits` test; {seeds}. Quantized rows with `--recon` ({', '.join(steps) or '?'} "
