@@ -25,6 +25,7 @@ from d4c.errors import D4CError
 from d4c.evaluation import evaluate_zeroshot
 from d4c.generation import synthesize
 from d4c.generation.cache import PseudoImageCache
+from d4c.models.family import family_of
 from d4c.models.loading import LoadedModel, load_clip
 from d4c.quantization.calibration import calibrate
 from d4c.quantization.qconfig import QConfig, load_qconfig, qconfig_from_dict
@@ -75,15 +76,34 @@ def _warn_ignored(config: RunConfig) -> None:
                           "evaluated as it is).", stacklevel=3)
 
 
+def _model_words(model: str | None, model_type: str, pretrained: str | None) -> str:
+    """How a model is selected, as flags: ``--model ViT-B-32 --model_type open_clip --pretrained TAG``."""
+    words = f"--model {model}"
+    if model_type != "openai":
+        words += f" --model_type {model_type}"
+    return words + (f" --pretrained {pretrained}" if pretrained is not None else "")
+
+
+def _model_fields(config: RunConfig) -> dict[str, Any]:
+    """The model's identity beyond ``--model`` (for checkpoints and saved models); empty for OpenAI models,
+    whose records keep their earlier form."""
+    if config.model_type == "openai":
+        return {}
+    return {"model_type": config.model_type, "pretrained": config.pretrained}
+
+
 def _plan_quantization(config: RunConfig) -> QuantPlan | None:
     """Read and validate the quantization inputs (config file, prompts, saved state); None for FP runs."""
     if config.fp_model:
         return None
     if config.load_quant:
         saved = load_quant_state(config.load_quant)
-        if saved.get("model") != config.model:
-            raise D4CError(f"--load_quant {config.load_quant} holds a quantized {saved.get('model')}, not --model "
-                           f"{config.model}; pass --model {saved.get('model')}.")
+        info = saved.get("info", {})
+        made_from = (saved.get("model"), info.get("model_type", "openai"), info.get("pretrained"))
+        if made_from != (config.model, config.model_type, config.pretrained):
+            raise D4CError(f"--load_quant {config.load_quant} holds a quantized {_model_words(*made_from)}, not "
+                           f"{_model_words(config.model, config.model_type, config.pretrained)}; pass the flags "
+                           "it was made with.")
         return QuantPlan(qconfig_from_dict(saved["q_config"], saved.get("q_config_path", "")), saved=saved)
     return QuantPlan(load_qconfig(config.q_config, config.recon_iters), prompts=load_prompt_file(config.custom_file))
 
@@ -112,7 +132,7 @@ def _calibrate(config: RunConfig, plan: QuantPlan, model: torch.nn.Module, image
     """Quantize and calibrate ``model`` in place; return the calibration texts and the record's part."""
     with timer.stage("calibration"):
         tokens = calibration_tokens(templates, plan.prompts, plan.qconfig.calibrate.text, config.seed,
-                                    getattr(model, "context_length", 77)).to(device)
+                                    tokenize=family_of(model).tokenize).to(device)
         quantize_clip(model, plan.qconfig)
         calibrate(model, images, tokens)
     logger.info(f"Calibrated on {images.shape[0]} {config.row} images and {tokens.shape[0]} texts "
@@ -127,7 +147,7 @@ def _reconstruct(config: RunConfig, plan: QuantPlan, model: torch.nn.Module, ima
     qconfig = plan.qconfig
     # The images' digest, not their recipe: a checkpoint made on other pseudo images (another
     # --gen_iter, schedule, learning rate or generation-code version) must never be resumed.
-    fingerprint = {"model": config.model, "q_config": qconfig.as_dict(), "seed": config.seed,
+    fingerprint = {"model": config.model, **_model_fields(config), "q_config": qconfig.as_dict(), "seed": config.seed,
                    "method": config.row, "dataset": config.dataset, "custom_file": config.custom_file,
                    "images": list(images.shape), "images_sha256": _tensor_sha256(images),
                    "texts": list(tokens.shape)}
@@ -160,7 +180,7 @@ def _quantize(config: RunConfig, loaded: LoadedModel, templates: list[str], plan
     state_path = quant_state_path(output)
     save_quant_state(state_path, model, plan.qconfig, config.model,
                      info={"method": config.row, "recon": bool(config.recon), "seed": config.seed,
-                           "dataset": config.dataset})
+                           "dataset": config.dataset, **_model_fields(config)})
     return model, {**part, "quant_state": str(state_path)}
 
 
@@ -180,8 +200,9 @@ def run(config: RunConfig) -> dict[str, Any] | None:
 
     timer = StageTimer()
     with timer.stage("load_model"):
-        loaded = load_clip(config.model, device, config.model_cache_dir)
-    logger.info(f"Loaded {config.model} ({loaded.source}) on {device}, input {loaded.resolution} px.")
+        loaded = load_clip(config.model, device, config.model_cache_dir, config.model_type, config.pretrained)
+    logger.info(f"Loaded {config.model} ({loaded.model_type}: {loaded.source}) on {device}, input "
+                f"{loaded.resolution} px.")
     eval_set = build_dataset(config.dataset, config.dataset_root, config.split, loaded.preprocess)
 
     model, quant_part = loaded.model, {}

@@ -1,6 +1,7 @@
 """The result file: one JSON per run, written atomically.
 
-It holds clip_benchmark's keys (``dataset``, ``model``, ``task``, ``metrics``, ``language``),
+It holds clip_benchmark's keys (``dataset``, ``model``, ``pretrained``, ``task``, ``metrics``,
+``language``; and ``model_type``, its flag),
 then everything needed to know how the figure was made: the paper-table row (``method``,
 ``recon``), every flag, the quantization config, the seed, per-stage timings, package
 versions and the device.
@@ -26,7 +27,14 @@ from d4c.io import slug, write_json
 
 TASK = "zeroshot_classification"
 STAGES = ("load_model", "generation", "calibration", "reconstruction", "evaluation")
-OUTPUT_KEYS = ("dataset", "model", "task", "method", "q_config", "seed", "recon")
+OUTPUT_KEYS = ("dataset", "model", "pretrained", "model_type", "task", "method", "q_config", "seed", "recon")
+
+
+def pretrained_label(pretrained: str | None) -> str:
+    """``--pretrained`` as clip_benchmark's file names show it: a tag, or a checkpoint file's name; ``none`` unset."""
+    if pretrained is None:
+        return "none"
+    return os.path.basename(pretrained) if os.path.isfile(pretrained) else pretrained
 
 
 def output_path(config: RunConfig) -> Path:
@@ -34,6 +42,8 @@ def output_path(config: RunConfig) -> Path:
     values = {
         "dataset": slug(config.dataset),
         "model": slug(config.model),
+        "pretrained": slug(pretrained_label(config.pretrained)),
+        "model_type": config.model_type,
         "task": TASK,
         "method": config.row,
         "q_config": "fp" if config.fp_model else slug(Path(config.q_config).stem),
@@ -81,6 +91,8 @@ def build_record(config: RunConfig, metrics: dict[str, float], timer: StageTimer
     record: dict[str, Any] = {
         "dataset": config.dataset,
         "model": config.model,
+        "pretrained": config.pretrained,
+        "model_type": config.model_type,
         "task": TASK,
         "metrics": metrics,
         "language": "en",

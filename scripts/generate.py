@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> dict:
     config = RunConfig.from_flags(vars(args))
     settings = replace(config.generation, seed=args.seed, num_images=args.num_images)
     device = resolve_device(config.device)
-    loaded = load_clip(config.model, device, config.model_cache_dir)
+    loaded = load_clip(config.model, device, config.model_cache_dir, config.model_type, config.pretrained)
     prompts = load_prompt_file(config.custom_file).prompts()
     outcome = synthesize(settings, loaded, device, prompts, cache=PseudoImageCache.from_flag(config.gen_cache_dir),
                          force=config.gen_force, img_path=config.img_path, progress=not args.no_progress)
@@ -76,7 +76,8 @@ def run(args: argparse.Namespace) -> dict:
     logger.info("FP-model diagnostics: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                                       for k, v in diagnostics.items()))
     return {
-        "model": config.model, "settings": settings.as_dict(), "environment": environment(device),
+        "model": config.model, "model_type": config.model_type, "pretrained": config.pretrained,
+        "settings": settings.as_dict(), "environment": environment(device),
         "from_cache": outcome.from_cache, "cache_path": str(outcome.cache_path) if outcome.cache_path else None,
         "generation_seconds": round(outcome.generation_seconds, 3),
         "seconds_per_iteration": (round(outcome.generation_seconds / max(settings.gen_iter - outcome.resumed_from, 1), 4)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from functools import partial
+from typing import Callable, Sequence
 
-import clip
 import torch
 from clip_benchmark.metrics import zeroshot_classification
 from torch.utils.data import DataLoader, Dataset
+
+from d4c.models.family import family_of
 
 
 def evaluate_zeroshot(
@@ -17,12 +18,13 @@ def evaluate_zeroshot(
     batch_size: int = 64,
     num_workers: int = 4,
     amp: bool = True,
-    context_length: int | None = None,
+    tokenizer: Callable[[Sequence[str]], torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """Zero-shot metrics of ``model`` (anything with ``encode_image``/``encode_text``) on ``dataset``.
 
     ``dataset`` must carry ``classes`` and ``templates`` (as clip_benchmark's datasets do).
-    Autocast is used only on CUDA and only when ``amp`` is true.
+    Autocast is used only on CUDA and only when ``amp`` is true. ``tokenizer`` defaults to the
+    model's own (:func:`d4c.models.family.family_of`: its tokenizer and context length).
     """
     device = torch.device(device)
     if device.type == "cuda" and device.index is not None:
@@ -35,8 +37,7 @@ def evaluate_zeroshot(
         pin_memory=device.type == "cuda",
         persistent_workers=False,
     )
-    context_length = context_length or getattr(model, "context_length", 77)
-    tokenizer = partial(clip.tokenize, context_length=context_length, truncate=True)
+    tokenizer = tokenizer or family_of(model).tokenize
     model.eval()
     metrics = zeroshot_classification.evaluate(
         model,

@@ -59,7 +59,7 @@ class SynthesisOutcome:
 def _generate_through_cache(settings: GenerationSettings, loaded: LoadedModel, device: torch.device,
                             prompts: Sequence[str] | None, cache: PseudoImageCache | None, force: bool,
                             progress: bool) -> SynthesisOutcome:
-    recipe = build_recipe(settings, loaded.name, loaded.source, loaded.resolution, prompts)
+    recipe = build_recipe(settings, loaded.name, loaded.source, loaded.resolution, prompts, loaded.model_type)
     key = recipe_key(recipe)
     stem = cache.stem(key, loaded.name, settings) if cache is not None else None
     stored = cache.load(stem, key) if cache is not None and not force else None
@@ -129,7 +129,8 @@ def synthesize(settings: GenerationSettings, loaded: LoadedModel, device: torch.
                     f"(seed {settings.seed}).")
     outcome.prompts = prompts
     if img_path is not None:
-        paths = save_png_images(outcome.images, img_path, outcome.captions())
+        family = loaded.family
+        paths = save_png_images(outcome.images, img_path, outcome.captions(), family.mean, family.std)
         logger.info(f"Wrote {len(paths)} PNG files to {img_path}.")
     outcome.seconds = time.perf_counter() - began
     return outcome
