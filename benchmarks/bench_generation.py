@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from common import environment  # noqa: E402  (also puts the repository on sys.path)
+from common import RESULTS_DIR, environment, matmul_gflops, step_flops  # noqa: E402  (also puts the repository on sys.path)
 
 from d4c.data.prompts import DIGITS_PROMPTS, GENERIC_PROMPTS, load_prompt_file  # noqa: E402
 from d4c.generation import GenerationSettings, generate, resolve_method, settings_for_row  # noqa: E402
@@ -38,7 +38,7 @@ REFERENCE_CPU = {
     ("random:small-vit", "pse"): 2.38, ("random:small-rn", "bns"): 1.19,
 }
 CPU_MODELS = ["tiny-vit", "tiny-rn", "random:small-vit", "random:small-rn"]
-FULL_MODELS = ["random:ViT-B/32", "random:RN50"]
+FULL_MODELS = ["random:RN50", "random:ViT-B/32", "random:ViT-B/16"]
 METHODS = ["gaussian", "baseline", "d4c0", "d4c1", "d4c2", "d4c3"]
 
 
@@ -83,6 +83,15 @@ def time_row(loaded, method: str, schedule: str, args: argparse.Namespace, devic
     if reference and device.type == "cpu" and schedule == "reference":
         row["reference_implementation_seconds"] = reference
         row["speedup_vs_reference"] = round(reference / per_iteration, 2)
+    if args.gemm_gflops and (reference or device.type == "cuda"):
+        def iterations(count: int) -> int:  # FLOPs of count iterations and the setup (text targets)
+            short = dataclasses.replace(settings, gen_iter=count)
+            return step_flops(lambda: generate(loaded.model, short, device,
+                                               prompts if short.method == "d4c" else None, progress=False))
+
+        flops = iterations(2) - iterations(1)
+        row["gflop_per_iteration"] = round(flops / 1e9, 2)
+        row["machine_fraction"] = round(flops / per_iteration / 1e9 / args.gemm_gflops, 3)
     return row
 
 
@@ -113,13 +122,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--prompts", default=None, help="prompt file for D4C (default: generic; digits for the zoo)")
-    parser.add_argument("--output", default=str(Path(__file__).resolve().parent / "results" / "generation.json"))
+    parser.add_argument("--output", default=str(RESULTS_DIR / "generation.json"))
+    parser.add_argument("--no_flops", action="store_true",
+                        help="skip counting each timed row's matrix-product FLOPs (one more iteration per row)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     args.num_images = args.num_images or (128 if args.full else 32)
     models = args.models or (FULL_MODELS if args.full else CPU_MODELS)
     device = resolve_device(args.device)
+    args.gemm_gflops = None if args.no_flops else matmul_gflops(device)
     rows = []
     for name in models:
         loaded = load_clip(name, device)
@@ -136,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "generation", "environment": environment(device),
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "settings": {"num_images": args.num_images, "gen_batch_size": args.gen_batch_size, "warmup": args.warmup,
-                     "iters": args.iters, "models": models, "methods": args.methods, "schedules": args.schedules},
+                     "iters": args.iters, "models": models, "methods": args.methods, "schedules": args.schedules,
+                     "matmul_gflops": args.gemm_gflops},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rows": rows,
     }
     write_json(args.output, record)

@@ -1,17 +1,25 @@
 #!/usr/bin/env python
-"""Seconds per reconstruction step, per unit kind, on the small random benchmark models.
+"""Seconds per reconstruction step, per unit kind, eager and compiled, with the step's share of the machine.
 
     python benchmarks/bench_reconstruction.py                 # CPU: random:small-vit, random:small-rn
     python benchmarks/bench_reconstruction.py --full          # also random:ViT-B/32, random:RN50 (GPU)
+    python benchmarks/bench_reconstruction.py --no_compile    # eager steps only
 
 For each model the first block of the image encoder is cached exactly as ``--recon`` caches it
 (128 Gaussian-noise images, W4A8 = exp/config48.yaml with min-max observers: the observer does not
-change the cost of a step), then every unit of that block is reconstructed for ``--warmup`` +
-``--iters`` steps through the real engine (:func:`d4c.reconstruction.reconstruct_unit`) and the
-mean time of the timed steps is reported (each model in its own process): ViT units are q_proj,
-k_proj, v_proj, the attention core with the out projection, c_fc, c_proj; the ResNet unit is the
-first Bottleneck. Prints a table and writes ``benchmarks/results/reconstruction.json``
-(environment, settings with the reference figures, records).
+change the cost of a step), then every unit of that block is reconstructed through the real engine
+(:func:`d4c.reconstruction.reconstruct_unit`), each model in its own process:
+
+* ``eager_s``: the mean step of ``--iters`` steps after ``--warmup`` steps (``--compile off``);
+* ``compiled_s`` and ``compile_s``: the same with ``--compile on`` (a first run compiles: its extra
+  seconds over ``--warmup`` compiled steps are the compile time, from an empty inductor cache);
+* ``gflop``: floating-point operations of the step's matrix products / convolutions, forward and
+  backward (torch's flop counter), and ``machine_fraction``: how much of this machine's float32
+  matrix-product rate (``matmul_gflops``, measured in the same process) the step reaches.
+
+Every step includes AdaRound's rounding term (``warm_up: 0``), as 80 % of a real run's steps do.
+ViT units are q_proj, k_proj, v_proj, the out projection, c_fc, c_proj; the ResNet unit is the
+first Bottleneck. Prints a table and writes ``benchmarks/results/reconstruction.json``.
 """
 
 from __future__ import annotations
@@ -19,17 +27,18 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import time
+import os
+import tempfile
+from pathlib import Path
 
 import torch
 
-from common import format_table, peak_memory_mb, run_isolated, synchronize, write_results
+from common import RESULTS_DIR, format_table, matmul_gflops, peak_memory_mb, run_isolated, step_flops, write_results
 
 import clip
 from d4c.generation.engine import initial_images
 from d4c.models.loading import load_clip
 from d4c.quantization.calibration import calibrate
-from d4c.quantization.modules import QuantConv2d, QuantLinear
 from d4c.quantization.qconfig import load_qconfig
 from d4c.quantization.quant_clip import disable_quantization, quantize_clip
 from d4c.reconstruction.cache import capture_inputs, capture_output
@@ -41,23 +50,29 @@ from d4c.runtime import resolve_device
 REFERENCE_CPU = {("random:small-vit", "linear"): 0.0089, ("random:small-rn", "bottleneck"): 0.53}
 TARGET_SPEEDUP = 1.5
 CPU_MODELS = ("random:small-vit", "random:small-rn")
-GPU_MODELS = ("random:ViT-B/32", "random:RN50")
+GPU_MODELS = ("random:RN50", "random:ViT-B/32", "random:ViT-B/16")
 
 
-def _qconfig(path: str, iters: int):
-    base = load_qconfig(path, recon_iters=iters)
+def _qconfig(path: str):
+    base = load_qconfig(path)
     return dataclasses.replace(base, a_qconfig=dataclasses.replace(base.a_qconfig, observer="MinMaxObserver"),
-                               w_qconfig=dataclasses.replace(base.w_qconfig, observer="MinMaxObserver"))
+                               w_qconfig=dataclasses.replace(base.w_qconfig, observer="MinMaxObserver"),
+                               recon=dataclasses.replace(base.recon, warm_up=0.0))
 
 
-def bench_model(name: str, args: argparse.Namespace, device: torch.device) -> list[dict]:
-    """Time every unit of the first image-encoder block of model ``name`` (own process)."""
-    if args.threads:
-        torch.set_num_threads(args.threads)
+def unit_kind(name: str) -> str:
+    """``qkv`` (q/k/v projections), ``out_proj`` (after the attention), ``mlp``, or ``bottleneck``."""
+    if name.endswith(("q_proj", "k_proj", "v_proj")):
+        return "qkv"
+    if name.endswith(("out_proj", "core", "c_proj")) and ".mlp." not in name:
+        return "out_proj"
+    return "mlp" if ".mlp." in name else "bottleneck"
+
+
+def _cached_units(name: str, args: argparse.Namespace, device: torch.device):
     loaded = load_clip(name, device)
     model = loaded.model
-    qconfig = _qconfig(args.q_config, args.warmup + args.iters)
-    recon = qconfig.recon
+    qconfig = _qconfig(args.q_config)
     res = loaded.resolution
     images = initial_images(args.num_images, res, seed=0)[0].to(device)  # the Gaussian-noise row's images
     tokens = clip.tokenize(["a photo of a thing."] * 32).to(device)
@@ -75,35 +90,47 @@ def bench_model(name: str, args: argparse.Namespace, device: torch.device) -> li
     x_fp = capture_inputs(lambda d: plan.run(fp_model, d), images, fp_model.get_submodule(block.name),
                           block.batch_axis, device, device)[0][0]
     q_block, fp_block = model.get_submodule(block.name), fp_model.get_submodule(block.name)
-    rows = []
     for unit in block.units:
         inputs, kwargs = capture_inputs(lambda d: q_block(d.movedim(0, block.batch_axis)), x_q,
                                         model.get_submodule(unit.name), unit.batch_axis, device, device)
         target = capture_output(lambda d: fp_block(d.movedim(0, block.batch_axis)), x_fp,
                                 fp_model.get_submodule(unit.name), unit.batch_axis, device, device)
-        module = model.get_submodule(unit.name)
-        marks: list[float] = []
+        yield model.get_submodule(unit.name), unit, inputs, kwargs, target, qconfig.recon
 
-        def mark(_module, _args, _out):
-            if torch.is_grad_enabled():
-                synchronize(device)
-                marks.append(time.perf_counter())
 
-        # one quantized layer runs once per step (the unit module itself may be bypassed, see UnitForward)
-        layer = next(m for m in module.modules() if isinstance(m, (QuantConv2d, QuantLinear)))
-        handle = layer.register_forward_hook(mark)
-        generator = torch.Generator(device=device).manual_seed(0)
-        reconstruct_unit(module, inputs, kwargs, target, unit, recon, recon.visual_batch_size,
-                         recon.visual_scale_lr, device, generator, progress=False)
-        handle.remove()
-        timed = marks[args.warmup:]
-        per_iter = (timed[-1] - timed[0]) / (len(timed) - 1)
-        kind = "linear" if ".transformer." in unit.name or ".attnpool." in unit.name else "bottleneck"
-        short = unit.name.split(".", 4)[-1] if kind == "linear" else unit.name
-        reference = REFERENCE_CPU.get((name, kind)) if device.type == "cpu" else None
-        rows.append({"model": name, "unit": short, "kind": kind, "s_per_iter": round(per_iter, 5),
-                     "reference_s_per_iter": reference,
-                     "speedup": round(reference / per_iter, 2) if reference else None, **peak_memory_mb(device)})
+def bench_model(name: str, args: argparse.Namespace, device: torch.device) -> list[dict]:
+    """Time every unit of the first image-encoder block of model ``name`` (own process)."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    gemm = matmul_gflops(device)
+    rows = []
+    for module, unit, inputs, kwargs, target, recon in _cached_units(name, args, device):
+        saved = copy.deepcopy(module.state_dict())
+
+        def run(iters: int, compile: bool):
+            module.load_state_dict(saved)  # hardening wrote the rounding into the weight
+            generator = torch.Generator(device=device).manual_seed(0)
+            config = dataclasses.replace(recon, iters=iters)
+            return reconstruct_unit(module, inputs, kwargs, target, unit, config, recon.visual_batch_size,
+                                    recon.visual_scale_lr, device, generator, progress=False, compile=compile)
+
+        run(args.warmup, False)
+        eager = run(args.iters, False).seconds_per_iter
+        flops = (step_flops(lambda: run(2, False)) - step_flops(lambda: run(1, False)))
+        row = {"model": name, "unit": unit.name.split(".", 4)[-1] if "transformer" in unit.name else unit.name,
+               "kind": unit_kind(unit.name), "eager_s": round(eager, 5), "gflop": round(flops / 1e9, 3),
+               "machine_gflops": gemm, "eager_machine_fraction": round(flops / eager / 1e9 / gemm, 3)}
+        if not args.no_compile and (args.compile_models is None or name in args.compile_models):
+            first = run(args.warmup, True)
+            compiled = run(args.iters, True).seconds_per_iter
+            row.update({"compiled_s": round(compiled, 5),
+                        "compile_s": round(max(first.seconds_per_iter - compiled, 0.0) * args.warmup, 1),
+                        "compiled_machine_fraction": round(flops / compiled / 1e9 / gemm, 3)})
+        reference = REFERENCE_CPU.get((name, "linear" if row["kind"] != "bottleneck" else "bottleneck"))
+        if device.type == "cpu" and reference and row["kind"] in ("qkv", "bottleneck"):
+            row["reference_s"] = reference
+        rows.append({**row, **peak_memory_mb(device)})
+        print(format_table([row], list(row)).splitlines()[-1], flush=True)
     return rows
 
 
@@ -114,24 +141,32 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="add full-size random ViT-B/32 and RN50 (for a GPU)")
     parser.add_argument("--q_config", default="./exp/config48.yaml")
     parser.add_argument("--num_images", type=int, default=128)
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--iters", type=int, default=40)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--iters", type=int, default=30)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--quick", action="store_true", help="fewer timed steps (10)")
+    parser.add_argument("--no_compile", action="store_true", help="eager steps only")
+    parser.add_argument("--compile_models", nargs="*", default=None, help="time compiled steps of these models only")
+    parser.add_argument("--output", default=None, help="JSON path (default: benchmarks/results/reconstruction.json)")
     args = parser.parse_args()
     if args.quick:
         args.warmup, args.iters = 2, 10
     device = resolve_device(args.device)
     models = args.models or list(CPU_MODELS) + (list(GPU_MODELS) if args.full else [])
-    records = [row for name in models for row in run_isolated(bench_model, name, args, device)]
+    with tempfile.TemporaryDirectory() as cache:  # compile times from an empty inductor cache
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
+        records = [row for name in models for row in run_isolated(bench_model, name, args, device)]
     if args.threads:
         torch.set_num_threads(args.threads)  # so the recorded environment shows the threads used
-    settings = {**vars(args), "observers": "MinMaxObserver",
+    settings = {**vars(args), "observers": "MinMaxObserver", "warm_up": 0.0,
                 "batch_size": load_qconfig(args.q_config).recon.visual_batch_size,
                 "reference_cpu_s_per_iter": {f"{m} {k}": v for (m, k), v in REFERENCE_CPU.items()},
                 "target_speedup": TARGET_SPEEDUP}
-    path = write_results("reconstruction", device, settings, records)
-    print(format_table(records, ["model", "unit", "kind", "s_per_iter", "reference_s_per_iter", "speedup"]))
+    output = Path(args.output) if args.output else RESULTS_DIR / "reconstruction.json"
+    path = write_results(output.stem, device, settings, records, out_dir=output.parent)
+    columns = ["model", "unit", "kind", "eager_s", "compiled_s", "compile_s", "gflop", "eager_machine_fraction",
+               "compiled_machine_fraction", "reference_s"]
+    print(format_table(records, columns))
     print(f"wrote {path}")
 
 

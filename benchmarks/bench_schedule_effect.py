@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from common import environment  # noqa: E402  (also puts the repository on sys.path)
+from common import RESULTS_DIR, environment  # noqa: E402  (also puts the repository on sys.path)
 
 from d4c.data.prompts import DIGITS_PROMPTS, load_prompt_file  # noqa: E402
 from d4c.generation import GenerationSettings, settings_for_row, synthesize  # noqa: E402
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--gen_cache_dir", default="./cache/pseudo_images")
-    parser.add_argument("--output", default=str(Path(__file__).resolve().parent / "results" / "schedule_effect.json"))
+    parser.add_argument("--output", default=str(RESULTS_DIR / "schedule_effect.json"))
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

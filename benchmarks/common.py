@@ -1,11 +1,12 @@
 """Shared parts of the benchmark scripts: environment record, timing, memory, tables, JSON.
 
 Every benchmark prints a table and writes ``benchmarks/results/<name>.json`` holding the
-environment (device, torch version, threads), the settings and one record per measurement.
+environment (device, torch version, threads, load average), the settings and one record per measurement.
 """
 
 from __future__ import annotations
 
+import os
 import resource
 import sys
 import time
@@ -21,8 +22,11 @@ if str(REPO_ROOT) not in sys.path:
 import d4c  # noqa: E402,F401  (silences clip's pkg_resources notice)
 from d4c.environment import environment  # noqa: E402,F401  (the one environment record; re-exported)
 from d4c.io import write_json  # noqa: E402
+from d4c.runtime import tune_cpu_allocator  # noqa: E402
 
-RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
+ALLOCATOR_TUNED = tune_cpu_allocator()  # as the command line does (D4C_MALLOC_TUNING=0 measures without)
+RESULTS_DIR = Path(os.environ.get("D4C_BENCH_RESULTS") or REPO_ROOT / "benchmarks" / "results")
+"""Where results go: ``benchmarks/results``, or ``$D4C_BENCH_RESULTS`` (``benchmarks/gpu_check.sh``)."""
 
 # Models timed on every machine, and the full-size shapes timed on a GPU (--full).
 CPU_MODELS = ("tiny-vit", "tiny-rn", "random:small-vit", "random:small-rn")
@@ -84,9 +88,31 @@ def format_table(rows: Iterable[dict[str, Any]], columns: list[str]) -> str:
 
 
 def write_results(name: str, device: torch.device, settings: dict[str, Any], records: list[dict[str, Any]],
-                  out_dir: Path = RESULTS_DIR) -> Path:
-    """Write ``<out_dir>/<name>.json`` atomically and return its path."""
-    path = out_dir / f"{name}.json"
-    write_json(path, {"benchmark": name, "environment": environment(device), "settings": settings,
-                      "records": records})
+                  out_dir: Path | None = None) -> Path:
+    """Write ``<out_dir>/<name>.json`` (default :data:`RESULTS_DIR`) atomically and return its path."""
+    path = (out_dir or RESULTS_DIR) / f"{name}.json"
+    write_json(path, {"benchmark": name, "environment": {**environment(device), "allocator_tuned": ALLOCATOR_TUNED},
+                      "settings": settings, "records": records})
     return path
+
+
+def matmul_gflops(device: torch.device, size: int = 2048, repeat: int = 7) -> float:
+    """This machine's float32 matrix-product throughput (GFLOP/s): the median of ``size``^3 products.
+
+    It is the yardstick of the "fraction of the machine" figures: a step whose matrix products and
+    convolutions (counted by :func:`step_flops`) run at this rate takes ``flops / (rate * 1e9)`` s.
+    """
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    seconds = timed(lambda: a @ b, device, repeat=repeat, warmup=2)
+    return round(2 * size**3 / seconds / 1e9, 1)
+
+
+def step_flops(fn: Callable[[], Any]) -> int:
+    """Floating-point operations of the matrix products and convolutions ``fn()`` runs, forward and backward
+    (``torch.utils.flop_counter``: 2 per multiply-add)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())

@@ -22,6 +22,7 @@ from d4c.config import RunConfig, generation_flag_names, iter_flags
 from d4c.errors import D4CError
 from d4c.generation.methods import method_choices, method_options
 from d4c.generation.settings import GenerationSettings
+from d4c.runtime import tune_cpu_allocator
 
 EPILOG = """paper rows (docs/method.md, "The paper's rows"):
   FP                 --fp_model
@@ -140,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging()
+    tune_cpu_allocator()
     try:
         from d4c.pipeline import run
 

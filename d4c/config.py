@@ -16,6 +16,7 @@ import dataclasses
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterator, Mapping
 
+from d4c.acceleration import COMPILE_CHOICES, check_compile_choice
 from d4c.errors import D4CError
 from d4c.generation.methods import BASELINE, method_choices, method_class, method_options
 from d4c.generation.methods.gaussian import GaussianNoise
@@ -58,6 +59,9 @@ class RunConfig:
     model_cache_dir: str | None = flag(None, "where named checkpoints are looked up / downloaded (default: "
                                              "~/.cache/clip; open_clip tags: the Hugging Face hub cache)", group=MODEL)
     device: str = flag("auto", "auto (CUDA when available), cpu, cuda or cuda:N", group=MODEL)
+    compile: str = flag("auto", "torch.compile the reconstruction and generation steps: auto (only where measured to "
+                                "pay: CPU reconstruction of 2000+ steps per unit), on, off; compiled kernels round "
+                                "floats differently", group=MODEL, choices=COMPILE_CHOICES)
     fp_model: bool = flag(False, "evaluate the full-precision model, no quantization", group=QUANT)
     q_config: str = flag(DEFAULT_Q_CONFIG, "quantization YAML: bit widths, quantizers, observers, calibration, "
                                            "reconstruction", group=QUANT)
@@ -108,6 +112,7 @@ class RunConfig:
         for name, low in (("batch_size", 1), ("num_workers", 0)):
             if getattr(self, name) < low:
                 raise D4CError(f"must be {'positive' if low else '0 or more'}, got {getattr(self, name)}.", name)
+        check_compile_choice(self.compile)
         if self.recon_iters is not None and not self.recon_iters > 0:
             raise D4CError(f"must be positive, got {self.recon_iters}.", "recon_iters")
         if self.generation.method not in method_choices():
@@ -137,7 +142,7 @@ class RunConfig:
         if self.fp_model or not self.dfq:
             return None
         method = self.generation.method if self.gen_img else GaussianNoise.name  # --dfq alone: the noise itself
-        return replace(self.generation, method=method, seed=self.seed, num_images=num_images)
+        return replace(self.generation, method=method, seed=self.seed, num_images=num_images, compile=self.compile)
 
     @property
     def row(self) -> str:

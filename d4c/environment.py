@@ -48,7 +48,8 @@ def environment(device: torch.device | str) -> dict[str, Any]:
     device = torch.device(device)
     info: dict[str, Any] = {"type": device.type, "name": cpu_name(), "torch": torch.__version__,
                             "python": platform.python_version(), "torch_threads": torch.get_num_threads(),
-                            "cpu_count": os.cpu_count(), "platform": platform.platform()}
+                            "cpu_count": os.cpu_count(), "platform": platform.platform(),
+                            "load_average": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None}
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
         info.update(name=torch.cuda.get_device_name(index), cuda=torch.version.cuda,

@@ -153,7 +153,8 @@ def _reconstruct(config: RunConfig, plan: QuantPlan, model: torch.nn.Module, ima
                    "texts": list(tokens.shape)}
     checkpoint = ReconCheckpoint(recon_checkpoint_path(output), fingerprint)
     with timer.stage("reconstruction"):
-        reports = reconstruct(model, images, tokens, qconfig.recon, device, seed=config.seed, checkpoint=checkpoint)
+        reports = reconstruct(model, images, tokens, qconfig.recon, device, seed=config.seed, checkpoint=checkpoint,
+                              compile=config.compile)
     checkpoint.remove()
     logger.info(f"Reconstructed {len(reports)} units ({qconfig.recon.iters} steps each) in "
                 f"{timer.seconds['reconstruction']:.1f} s.")

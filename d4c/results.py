@@ -4,7 +4,7 @@ It holds clip_benchmark's keys (``dataset``, ``model``, ``pretrained``, ``task``
 ``language``; and ``model_type``, its flag),
 then everything needed to know how the figure was made: the paper-table row (``method``,
 ``recon``), every flag, the quantization config, the seed, per-stage timings, package
-versions and the device.
+versions, the device, and each stage's peak memory.
 """
 
 from __future__ import annotations
@@ -61,22 +61,63 @@ def output_path(config: RunConfig) -> Path:
         raise D4CError(f"--output {config.output} is not a valid template ({exc}).") from None
 
 
+def _reset_peak_rss() -> bool:
+    """Restart the kernel's count of this process's peak resident size (Linux), True if it could."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident size in MB (since the last reset on Linux; since start elsewhere)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    import resource
+
+    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20, 1)
+
+
 class StageTimer:
-    """Wall-clock seconds per pipeline stage (CUDA is synchronised so queued work is counted)."""
+    """Wall-clock seconds and peak memory per pipeline stage (CUDA is synchronised so queued work is counted).
+
+    Peak memory per stage: the process's peak resident size during the stage (Linux restarts the
+    count at each stage; elsewhere it is the peak so far) and, on CUDA, ``max_memory_allocated``.
+    """
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.peak_memory_mb: dict[str, dict[str, float]] = {}
         self._start = time.perf_counter()
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
+        cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        per_stage = _reset_peak_rss()
         start = time.perf_counter()
         try:
             yield
         finally:
-            if torch.cuda.is_available() and torch.cuda.is_initialized():
+            cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+            if cuda:
                 torch.cuda.synchronize()
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+            peak = {"rss": peak_rss_mb(), "rss_per_stage": per_stage}
+            if cuda:
+                peak["cuda_max_allocated"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+            previous = self.peak_memory_mb.get(name, {})
+            self.peak_memory_mb[name] = {k: max(v, previous.get(k, v)) if not isinstance(v, bool) else v
+                                         for k, v in peak.items()}
 
     def as_dict(self) -> dict[str, float | None]:
         out: dict[str, float | None] = {s: (round(self.seconds[s], 3) if s in self.seconds else None) for s in STAGES}
@@ -102,6 +143,7 @@ def build_record(config: RunConfig, metrics: dict[str, float], timer: StageTimer
         "q_config": quant_config,
         "args": config.as_flags(),
         "timings_s": timer.as_dict(),
+        "peak_memory_mb": timer.peak_memory_mb,
         "versions": package_versions(),
         "device": environment(device),
         "command": [Path(sys.argv[0]).name, *sys.argv[1:]],

@@ -36,7 +36,7 @@ from d4c.generation.settings import DEFAULT_NUM_IMAGES  # noqa: E402
 from d4c.generation.synthesis import synthesize  # noqa: E402
 from d4c.io import write_json  # noqa: E402
 from d4c.models.loading import load_clip  # noqa: E402
-from d4c.runtime import resolve_device  # noqa: E402
+from d4c.runtime import resolve_device, tune_cpu_allocator  # noqa: E402
 
 PROG = "generate.py"
 logger = logging.getLogger("d4c.scripts.generate")
@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging()
+    tune_cpu_allocator()
     try:
         record = run(args)
     except D4CError as exc:

@@ -21,6 +21,16 @@ MICRO_VIT = ClipArchitecture(32, 32, 1, 64, 16, 64, 1)
 MICRO_RN = ClipArchitecture(32, 32, (1, 1, 1, 1), 4, None, 64, 1)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` are skipped, with the reason, on machines without a CUDA device."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch):
     """No test may reach the network: every download attempt is refused up front."""

@@ -21,6 +21,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from d4c.acceleration import Compiled, compile_generation
 from d4c.errors import D4CError
 from d4c.generation.checkpoint import CheckpointStore
 from d4c.generation.fastpaths import fast_image_encoder
@@ -101,6 +102,44 @@ def _raise_if_diverged(first_bad: torch.Tensor, settings: GenerationSettings) ->
                        f"model.", "gen_lr")
 
 
+class _PixelStep:
+    """The loss of a mini-batch and its pixel gradient, written into a gradient buffer kept for the run.
+
+    Autograd through ``pixels[index]`` would materialise a zero gradient of the whole image tensor
+    at every step (and fill it, 128 x 3 x R x R values); here the gradient of the mini-batch's view
+    is taken directly and copied into a persistent buffer that is zero outside the current step's
+    mini-batches. Adam sees the same gradient tensor values as before.
+    """
+
+    def __init__(self, method, pixels: torch.Tensor, generator: torch.Generator, encoder: Compiled):
+        self.method, self.pixels, self.generator, self.encoder = method, pixels, generator, encoder
+        pixels.grad = torch.zeros_like(pixels)
+        if encoder.active:
+            method.encode = encoder.run
+
+    def loss_and_gradient(self, index: slice, groups: int) -> torch.Tensor:
+        state = self.generator.get_state() if self.encoder.active else None
+        view = self.pixels[index]
+        loss = self.method.loss(view, index, groups, self.generator)
+        try:
+            grad, = torch.autograd.grad(loss, view)
+        except Exception as error:  # noqa: BLE001 - a compiled backward that fails: redo the step eagerly
+            if state is None:
+                raise
+            self.encoder.fall_back(error)
+            self.method.encode = self.method.encode_images
+            self.generator.set_state(state)
+            view = self.pixels[index]
+            loss = self.method.loss(view, index, groups, self.generator)
+            grad, = torch.autograd.grad(loss, view)
+        self.pixels.grad[index].copy_(grad)
+        return loss.detach()
+
+    def clear(self, chunks: list[tuple[slice, int]]) -> None:
+        for index, _ in chunks:
+            self.pixels.grad[index].zero_()
+
+
 def generate(model: torch.nn.Module, settings: GenerationSettings, device: torch.device | str,
              prompts: Sequence[str] | None = None, checkpoint: CheckpointStore | None = None,
              progress: bool = True, on_iteration: Callable[[int], None] | None = None) -> GenerationResult:
@@ -145,6 +184,8 @@ def generate(model: torch.nn.Module, settings: GenerationSettings, device: torch
 
     steps = schedule_steps(settings.num_images, settings.gen_batch_size, settings.gen_schedule)
     num_minibatches = sum(groups for chunks in steps for _, groups in chunks)
+    step = _PixelStep(method, pixels, generator, Compiled(method.encode_images, f"image encoder ({row_of(settings)})",
+                                                         enabled=compile_generation(settings.compile, device)))
     log_every = _log_every(settings.gen_iter)
     bar = tqdm(total=settings.gen_iter, initial=start, desc=f"generating ({row_of(settings)})", unit="it",
                disable=not progress, dynamic_ncols=True)
@@ -155,12 +196,10 @@ def generate(model: torch.nn.Module, settings: GenerationSettings, device: torch
             for iteration in range(start, settings.gen_iter):
                 total = torch.zeros((), device=device)
                 for chunks in steps:
-                    optimizer.zero_grad(set_to_none=True)
                     for index, groups in chunks:
-                        loss = method.loss(pixels[index], index, groups, generator)
-                        loss.backward()
-                        total = total + loss.detach()
+                        total = total + step.loss_and_gradient(index, groups)
                     optimizer.step()
+                    step.clear(chunks)
                 finite = torch.isfinite(total) & torch.isfinite(pixels.detach()).all()
                 first_bad = torch.where((first_bad < 0) & ~finite, iteration, first_bad)
                 history[iteration] = total / num_minibatches

@@ -47,6 +47,8 @@ class GenerationSettings:
     """Seeds the initial images, per-image draws (targets, boxes) and per-step noise (the run's seed)."""
     options: dict[str, Any] = field(default_factory=dict)
     """The methods' own options by name (``d4c_config``); a method reads its own, defaults for the missing."""
+    compile: str = "off"
+    """The run's ``--compile`` (auto, on, off; :mod:`d4c.acceleration`); not part of the recipe."""
 
     def __post_init__(self) -> None:
         for name in ("num_images", "gen_batch_size", "gen_iter", "gen_lr"):

@@ -8,8 +8,10 @@ exactly like the original). Scales and zero points are ``[C]`` vectors: ``C = 1`
 
 * Fixed: plain fake quantization, straight-through gradient for the input.
 * LSQ: the scale is learnable; its gradient is scaled by ``1/sqrt(numel * qmax)`` (per channel:
-  ``numel / C``); straight-through rounding (``torch._fake_quantize_learnable_*``, which
-  implements exactly these gradients). LSQ+: the zero point is learnable as well.
+  ``numel / C``); straight-through rounding: torch's ``_fake_quantize_learnable_*`` kernels in
+  eager CPU runs, and on CUDA and inside compiled graphs the same formulas as plain tensor
+  operations (:mod:`d4c.quantization.lsq_kernel`: no host synchronisation, fusable; values and
+  gradients equal). LSQ+: the zero point is learnable as well.
 * AdaRound (weights): ``w_q = (clamp(floor(w/s) + h(alpha) + zp, qmin, qmax) - zp) * s`` with the
   rectified sigmoid ``h``; round-to-nearest until :meth:`AdaRoundFakeQuantize.init_alpha`, then
   learned soft rounding, then :meth:`AdaRoundFakeQuantize.harden` writes the hard rounding into
@@ -26,6 +28,7 @@ import math
 import torch
 from torch import nn
 
+from d4c.quantization.lsq_kernel import learnable_fake_quantize, torch_learnable_fake_quantize
 from d4c.quantization.observers import ObserverBase, build_observer
 from d4c.quantization.qparams import broadcast_shape, quant_range
 from d4c.quantization.quantizer_config import QuantizerConfig
@@ -119,15 +122,18 @@ class LSQFakeQuantize(FakeQuantizeBase):
     """Learned step size quantization: learnable scale, straight-through rounding."""
 
     learnable_scale = True
+    kernel = None
+    """None: the kernel the device and mode call for (see :meth:`quantize`); benchmarks set one."""
 
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
         scale = self.scale.clamp(min=MIN_SCALE)
         factor = self.grad_factor(x)
-        if self.ch_axis < 0:
-            return torch._fake_quantize_learnable_per_tensor_affine(x, scale, self.zero_point, self.qmin,
-                                                                    self.qmax, factor)
-        return torch._fake_quantize_learnable_per_channel_affine(x, scale, self.zero_point, self._axis(x),
-                                                                 self.qmin, self.qmax, factor)
+        axis = self._axis(x) if self.ch_axis >= 0 else -1
+        kernel = self.kernel
+        if kernel is None:  # torch's generic kernels in eager CPU runs; ours where they sync or cannot fuse
+            fused = x.device.type != "cpu" or torch.compiler.is_compiling()
+            kernel = learnable_fake_quantize if fused else torch_learnable_fake_quantize
+        return kernel(x, scale, self.zero_point, axis, self.qmin, self.qmax, factor)
 
 
 class LSQPlusFakeQuantize(LSQFakeQuantize):

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from d4c.acceleration import compile_reconstruction
 from d4c.quantization.fake_quant import AdaRoundFakeQuantize, FakeQuantizeBase
 from d4c.quantization.modules import ACTIVATION, QuantConv2d, QuantLinear
 from d4c.quantization.qconfig import ReconConfig
@@ -41,6 +42,7 @@ from d4c.quantization.quant_clip import disable_quantization
 from d4c.reconstruction.cache import DEFAULT_CHUNK, apply_chunked, capture_inputs, capture_output
 from d4c.reconstruction.checkpoint import ReconCheckpoint
 from d4c.reconstruction.forward import UnitForward
+from d4c.reconstruction.step import StepLoss
 from d4c.reconstruction.units import Unit, encoder_plans
 from d4c.runtime import adam
 
@@ -136,7 +138,7 @@ def _activation_quantizers(module: nn.Module) -> list[FakeQuantizeBase]:
 def reconstruct_unit(module: nn.Module, inputs: list[torch.Tensor], kwargs: dict, target: torch.Tensor, unit: Unit,
                      config: ReconConfig, batch_size: int, scale_lr: float, device: torch.device,
                      generator: torch.Generator, progress: bool = True, desc: str | None = None,
-                     mask: torch.Tensor | None = None) -> UnitReport:
+                     mask: torch.Tensor | None = None, compile: bool = False) -> UnitReport:
     """Reconstruct one unit from its cached batch-first ``inputs`` and full-precision ``target``.
 
     Args:
@@ -153,6 +155,7 @@ def reconstruct_unit(module: nn.Module, inputs: list[torch.Tensor], kwargs: dict
         progress: show a progress bar.
         desc: the progress bar's label (default: the unit's name).
         mask: ``[N, L]`` output tokens the loss averages over (``token_loss: relevant``), or None for all.
+        compile: compile the step (:mod:`d4c.reconstruction.step`; falls back to eager if that fails).
 
     ``inputs``, ``target`` and ``mask`` live on the cache device (``device``, or the CPU under
     ``keep_gpu: False``).
@@ -183,21 +186,17 @@ def reconstruct_unit(module: nn.Module, inputs: list[torch.Tensor], kwargs: dict
         optimizers.append(scale_optimizer)
 
     rows = target.shape[0]
+    exponents = [rounding_exponent(step, config.iters, config.warm_up, config.b_range) for step in range(config.iters)]
+    step_loss = StepLoss(forward, target, mask, sum_dim, reconstruction_loss, [q for _, q in rounding],
+                         config.weight, exponents, device, compile=compile and bool(optimizers))
     bar = tqdm(range(config.iters), desc=desc or unit.name, disable=not progress, leave=False, mininterval=0.5)
     loop_start = time.perf_counter()
     if optimizers:
         for step in bar:
             index = torch.randint(rows, (batch_size,), generator=generator, device=target.device)
-            batch = [x[index].to(device, non_blocking=True) for x in forward.tensors]
-            rec_loss = reconstruction_loss(forward(batch), target[index].to(device, non_blocking=True), sum_dim,
-                                           None if mask is None else mask[index].to(device, non_blocking=True))
-            b = rounding_exponent(step, config.iters, config.warm_up, config.b_range)
-            loss = rec_loss
-            if b is not None and rounding and config.weight > 0:
-                loss = loss + config.weight * sum(q.rounding_loss(b) for _, q in rounding)
             for optimizer in optimizers:
                 optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            rec_loss, loss = step_loss.backward(step, index)
             for optimizer in optimizers:
                 optimizer.step()
             if scheduler is not None:
@@ -234,7 +233,7 @@ def _truncated_masks(kwargs: dict, keep: int) -> dict:
 def reconstruct(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor, config: ReconConfig,
                 device: torch.device | str, seed: int = 0, progress: bool = True,
                 encoders: tuple[str, ...] = ("visual", "text"),
-                checkpoint: ReconCheckpoint | None = None) -> list[UnitReport]:
+                checkpoint: ReconCheckpoint | None = None, compile: str = "auto") -> list[UnitReport]:
     """Reconstruct every unit of a calibrated, quantized CLIP ``model`` in place; one report per unit.
 
     Args:
@@ -250,8 +249,10 @@ def reconstruct(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor, co
         encoders: which encoders to reconstruct (``visual``, ``text``), image encoder first.
         checkpoint: finished units are saved now and then and a matching checkpoint is resumed (its
             units are skipped); it is left in place (the caller removes it).
+        compile: ``auto``, ``on`` or ``off``: whether the training step is compiled (:mod:`d4c.acceleration`).
     """
     device = torch.device(device)
+    compiled = compile_reconstruction(compile, device, config.iters)
     store = device if config.keep_gpu else torch.device("cpu")
     model.eval()
     fp_model = copy.deepcopy(model)
@@ -305,7 +306,8 @@ def reconstruct(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor, co
                 desc = f"recon {len(reports) + 1}/{total_units} {unit.name}"
                 mask = output if unit.output_token_only else valid
                 report = reconstruct_unit(model.get_submodule(unit.name), inputs, kwargs, target, unit, config,
-                                          batch_size, scale_lr, device, generator, progress, desc, mask)
+                                          batch_size, scale_lr, device, generator, progress, desc, mask,
+                                          compile=compiled)
                 reports.append(report)
                 if progress:
                     logger.info(f"{desc}: loss {report.error_before:.4g} -> {report.error_after:.4g} "

@@ -100,3 +100,25 @@ def test_channel_statistics_agree_across_memory_formats(groups):
         mean, var = channel_statistics(x.contiguous(memory_format=layout), groups)
         assert torch.allclose(mean.double(), expected_mean, rtol=1e-5, atol=1e-6)
         assert torch.allclose(var.double(), expected_var, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_statistics_loss_gradient_is_the_autograd_gradient(groups, layout):
+    """The one-pass analytic input gradient against autograd through the statistics in float64."""
+    from d4c.generation.methods.bns import bn_statistics_loss
+
+    gen = torch.Generator().manual_seed(4)
+    x = (torch.randn(4, 6, 9, 8, generator=gen) * 2 + 0.7).contiguous(memory_format=layout).requires_grad_(True)
+    running_mean, running_var = torch.randn(6, generator=gen), torch.rand(6, generator=gen) + 0.5
+    loss = bn_statistics_loss(x, running_mean, running_var, groups)
+    (loss * 3.0).backward()
+    reference = x.detach().double().requires_grad_(True)
+    grouped = reference.unflatten(0, (groups, -1))
+    mean, var = grouped.mean(dim=(1, 3, 4)), grouped.var(dim=(1, 3, 4), unbiased=False)
+    expected = ((mean - running_mean.double()).square().mean(1) + (var - running_var.double()).square().mean(1)).sum()
+    (expected * 3.0).backward()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    torch.testing.assert_close(x.grad.double(), reference.grad, rtol=1e-4, atol=1e-6 * reference.grad.abs().max().item())
+    with torch.no_grad():  # no graph: the plain statistics
+        assert bn_statistics_loss(x, running_mean, running_var, groups).item() == loss.item()

@@ -173,7 +173,7 @@ def test_bottleneck_unit_with_precomputed_downsample_matches_the_block(micro_rn,
         torch.testing.assert_close(forward([t[1:4] for t in forward.tensors]), block(x[1:4].clone()))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 @pytest.mark.parametrize("keep_gpu", [True, False])
 def test_keep_gpu_decides_where_caches_live_on_cuda(micro_vit, fast_qconfig, monkeypatch, keep_gpu):
     import d4c.reconstruction.engine as engine
@@ -333,9 +333,9 @@ def test_token_loss_setting_decides_the_masks(micro_vit, fast_qconfig, monkeypat
     masks = {}
     original = engine.reconstruct_unit
 
-    def spy(module, inputs, kwargs, target, unit, *args):
+    def spy(module, inputs, kwargs, target, unit, *args, **options):
         masks[unit.name] = args[-1]
-        return original(module, inputs, kwargs, target, unit, *args)
+        return original(module, inputs, kwargs, target, unit, *args, **options)
 
     monkeypatch.setattr(engine, "reconstruct_unit", spy)
     reconstruct(model, images, tokens, qconfig.recon, "cpu", progress=False)

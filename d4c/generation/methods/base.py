@@ -109,6 +109,12 @@ class GenerationMethod:
         self.model = model
         self.settings = settings
         self.device = torch.device(device)
+        self.encode = self.encode_images
+        """The image encoder the loss calls (the engine may swap in a compiled one)."""
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """``f_I(images)`` through the generation fast paths (:func:`d4c.generation.fastpaths.encode_images`)."""
+        return encode_images(self.model, images)
 
     @classmethod
     def check_model(cls, model: torch.nn.Module) -> None:
@@ -207,7 +213,7 @@ class HookedTermsMethod(GenerationMethod):
 
     def loss(self, images: torch.Tensor, index: slice, groups: int, generator: torch.Generator) -> torch.Tensor:
         self._terms, self._groups = [], groups
-        encode_images(self.model, images)
+        self.encode(images)
         total = torch.stack(self._terms).sum()
         self._terms = []
         return self.term_sign * total + TV_WEIGHT * total_variation(images, groups)

@@ -42,11 +42,50 @@ def channel_statistics(inputs: torch.Tensor, groups: int = 1) -> tuple[torch.Ten
     return mean, var
 
 
+def _statistics_loss(mean: torch.Tensor, var: torch.Tensor, running_mean: torch.Tensor,
+                     running_var: torch.Tensor) -> torch.Tensor:
+    return ((mean - running_mean).square().mean(dim=1) + (var - running_var).square().mean(dim=1)).sum()
+
+
+class _StatisticsLoss(torch.autograd.Function):
+    """The statistics loss with its input gradient in one pass: ``a + b * x`` per mini-batch and channel.
+
+    With ``R`` values per channel and mini-batch, ``d loss / d x = 2 (mu - running_mean) / (C R) +
+    4 (var - running_var) (x - mu) / (C R)``. Autograd through :func:`channel_statistics` builds the
+    same gradient from the centred squares, their products and two outer products with the averaging
+    vector, each a pass over the (largest, 112 x 112 on RN50) BatchNorm inputs; here it is one
+    ``addcmul``. Equal up to float rounding (``tests/generation/test_bns.py``).
+    """
+
+    @staticmethod
+    def forward(ctx, inputs: torch.Tensor, running_mean: torch.Tensor, running_var: torch.Tensor,
+                groups: int) -> torch.Tensor:
+        mean, var = channel_statistics(inputs, groups)
+        ctx.save_for_backward(inputs, mean, var, running_mean, running_var)
+        ctx.groups = groups
+        return _statistics_loss(mean, var, running_mean, running_var)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        inputs, mean, var, running_mean, running_var = ctx.saved_tensors
+        groups, channels = ctx.groups, inputs.shape[1]
+        count = inputs.numel() // (groups * channels)  # values per channel and mini-batch
+        slope = grad * 4 * (var - running_var) / (channels * count)  # groups x C
+        offset = grad * 2 * (mean - running_mean) / (channels * count) - slope * mean
+        shape = (groups, 1, channels, 1, 1)
+        grouped = inputs.unflatten(0, (groups, -1))
+        # addcmul follows the inputs' memory format (channels last on the CPU path)
+        grad_inputs = torch.addcmul(offset.view(shape), grouped, slope.view(shape)).flatten(0, 1)
+        return grad_inputs, None, None, None
+
+
 def bn_statistics_loss(inputs: torch.Tensor, running_mean: torch.Tensor, running_var: torch.Tensor,
                        groups: int = 1) -> torch.Tensor:
     """``mean_c (mu - running_mean)^2 + mean_c (var - running_var)^2`` per mini-batch, summed over ``groups``."""
-    mean, var = channel_statistics(inputs, groups)
-    return ((mean - running_mean).square().mean(dim=1) + (var - running_var).square().mean(dim=1)).sum()
+    if not inputs.requires_grad:
+        mean, var = channel_statistics(inputs, groups)
+        return _statistics_loss(mean, var, running_mean, running_var)
+    return _StatisticsLoss.apply(inputs, running_mean, running_var, groups)
 
 
 @register
@@ -60,6 +99,11 @@ class BNS(HookedTermsMethod):
                  device: torch.device) -> None:
         super().__init__(model, settings, prompts, device)
         self.layers = self.hooked = batchnorm_layers(model)
+
+    @classmethod
+    def recipe_fields(cls, settings: GenerationSettings, prompts: Sequence[str] | None) -> dict:
+        # 2: the statistics' input gradient in one pass (images differ from 1's by float rounding)
+        return {"bns_version": 2}
 
     @classmethod
     def check_model(cls, model: nn.Module) -> None:

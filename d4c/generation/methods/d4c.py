@@ -21,7 +21,6 @@ from torch import nn
 
 from d4c.errors import D4CError
 from d4c.generation import pae, scg
-from d4c.generation.fastpaths import encode_images
 from d4c.generation.methods.base import GenerationMethod, Option, register
 from d4c.generation.pgsi import TAU, draw_targets, encode_text_targets, prompts_digest, text_logits
 from d4c.generation.priors import TV_WEIGHT, total_variation
@@ -78,14 +77,14 @@ class D4C(GenerationMethod):
         """The logits of ``images``: ``N x K`` (PGSI) or ``N x (K + mini-batch)`` (SCG)."""
         if not self.use_scg:
             views = pae.perturb(images, generator) if self.use_pae else images
-            return text_logits(encode_images(self.model, views), self.text_targets, TAU)
+            return text_logits(self.encode(views), self.text_targets, TAU)
         boxes = self.boxes[index]
         height, width = images.shape[-2:]
         foreground = scg.crop_resize(images, boxes)
         if self.use_pae:
             foreground = pae.perturb(foreground, generator)
         background = scg.background_views(images, scg.box_masks(boxes, height, width, images.dtype), generator)
-        features = F.normalize(encode_images(self.model, torch.cat([foreground, background])), dim=-1)
+        features = F.normalize(self.encode(torch.cat([foreground, background])), dim=-1)
         fg, bg = features.chunk(2)
         n, per_group = fg.shape[0], fg.shape[0] // groups
         to_text = fg @ self.text_targets.t() / TAU

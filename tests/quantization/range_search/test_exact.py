@@ -163,7 +163,7 @@ def test_bad_input_is_one_clear_error():
         golden_section_search(torch.empty(0, 3), 0, 15, False, ch_axis=1)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 def test_cuda_matches_cpu():
     x = _sample("student", (3, 4000), seed=13)
     for fn in (search_range, golden_section_search):
