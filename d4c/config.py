@@ -69,8 +69,8 @@ class RunConfig:
     recon_iters: int | None = flag(None, "reconstruction steps per unit, overriding recon.iters of --q_config",
                                    group=QUANT, type=int, metavar="N")
     load_quant: str | None = flag(None, "evaluate a saved quantized model (the *.quant.pt every quantized run writes "
-                                        "next to its result) without calibrating again; --model must be the model "
-                                        "it was made from", group=QUANT, metavar="PATH")
+                                        "next to its result) without calibrating again; --model (and --model_type, "
+                                        "--pretrained) must be the ones it was made from", group=QUANT, metavar="PATH")
     dfq: bool = flag(False, "data-free: calibrate on synthetic images instead of real training images", group=DFQ)
     gen_img: bool = flag(False, "with --dfq: optimise the pseudo images (without it they stay Gaussian noise)",
                          group=DFQ)
