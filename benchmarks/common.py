@@ -6,9 +6,12 @@ environment (device, torch version, threads, load average), the settings and one
 
 from __future__ import annotations
 
+import json
 import os
 import resource
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -18,11 +21,22 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
+BENCH_CODE_ENV = "D4C_BENCH_CODE"
+"""A folder holding another revision's ``d4c/``: a paired before/after row imports that one (see run_row)."""
+if os.environ.get(BENCH_CODE_ENV):
+    sys.path.insert(0, os.environ[BENCH_CODE_ENV])
 
 import d4c  # noqa: E402,F401  (silences clip's pkg_resources notice)
-from d4c.environment import environment  # noqa: E402,F401  (the one environment record; re-exported)
+try:
+    from d4c.environment import environment  # noqa: E402,F401  (the one environment record; re-exported)
+except ImportError:  # a paired row running an earlier revision's d4c: rows record no environment
+    environment = None
 from d4c.io import write_json  # noqa: E402
-from d4c.runtime import tune_cpu_allocator  # noqa: E402
+try:
+    from d4c.runtime import tune_cpu_allocator  # noqa: E402
+except ImportError:  # a paired row running an earlier revision's d4c, which had no allocator setting
+    def tune_cpu_allocator() -> bool:
+        return False
 
 ALLOCATOR_TUNED = tune_cpu_allocator()  # as the command line does (D4C_MALLOC_TUNING=0 measures without)
 RESULTS_DIR = Path(os.environ.get("D4C_BENCH_RESULTS") or REPO_ROOT / "benchmarks" / "results")
@@ -96,6 +110,39 @@ def write_results(name: str, device: torch.device, settings: dict[str, Any], rec
     return path
 
 
+def load_average() -> list[float]:
+    """The 1, 5 and 15 minute load averages (the machine is shared: every timing records them)."""
+    return [round(v, 2) for v in os.getloadavg()]
+
+
+def export_revision(rev: str) -> tuple[Path, str]:
+    """The tree of git revision ``rev`` (e.g. ``main``) exported to a temporary folder; ``(folder, commit)``."""
+    sha = subprocess.run(["git", "rev-parse", rev], cwd=REPO_ROOT, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    dest = Path(tempfile.gettempdir()) / "d4c-bench-code" / sha[:12]
+    if not (dest / "d4c").is_dir():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{sha[:12]}.", dir=dest.parent))
+        archive = subprocess.run(["git", "archive", sha], cwd=REPO_ROOT, capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(staging)], input=archive, check=True)
+        os.replace(staging, dest)
+    return dest, sha
+
+
+def run_row(script: Path, row: dict[str, Any], code: Path | None = None, timeout: float | None = None) -> dict:
+    """Run ``script --_row JSON`` in a fresh process (its own peak memory) and return the JSON it prints last.
+
+    With ``code``, that process imports ``d4c`` from ``code`` (another revision, for paired before/after rows).
+    """
+    env = dict(os.environ)
+    env.pop(BENCH_CODE_ENV, None)
+    if code is not None:
+        env[BENCH_CODE_ENV] = str(code)
+    done = subprocess.run([sys.executable, str(script), "--_row", json.dumps(row)], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"{script.name} row {row} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 def matmul_gflops(device: torch.device, size: int = 2048, repeat: int = 7) -> float:
     """This machine's float32 matrix-product throughput (GFLOP/s): the median of ``size``^3 products.
 

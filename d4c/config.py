@@ -27,6 +27,7 @@ from d4c.models.family import MODEL_TYPES
 DEFAULT_CUSTOM_FILE = "./d4c/template/custom_classnames_templates.json"
 DEFAULT_Q_CONFIG = "./exp/config66.yaml"
 DEFAULT_GEN_CACHE_DIR = "./cache/pseudo_images"
+DEFAULT_RANGE_CACHE_DIR = "./cache/weight_ranges"
 RUN_ROWS = ("fp", "real")
 """The rows without pseudo images: full precision, and calibration on real training images."""
 
@@ -68,9 +69,15 @@ class RunConfig:
     recon: bool = flag(False, "run block reconstruction after calibration", group=QUANT)
     recon_iters: int | None = flag(None, "reconstruction steps per unit, overriding recon.iters of --q_config",
                                    group=QUANT, type=int, metavar="N")
-    load_quant: str | None = flag(None, "evaluate a saved quantized model (the *.quant.pt every quantized run writes "
-                                        "next to its result) without calibrating again; --model (and --model_type, "
-                                        "--pretrained) must be the ones it was made from", group=QUANT, metavar="PATH")
+    load_quant: str | None = flag(None, "evaluate a saved quantized model (the *.quant.safetensors every quantized "
+                                        "run writes next to its result; earlier *.quant.pt files too) without "
+                                        "calibrating again; --model (and --model_type, --pretrained) must be the ones "
+                                        "it was made from (the same name or checkpoint content)", group=QUANT,
+                                  metavar="PATH")
+    range_cache_dir: str = flag(DEFAULT_RANGE_CACHE_DIR, "cache of calibrated weight ranges, reused by every run with "
+                                                         "the same weights and weight-quantizer settings (they do not "
+                                                         "depend on the calibration data); 'none' turns it off",
+                                group=QUANT)
     dfq: bool = flag(False, "data-free: calibrate on synthetic images instead of real training images", group=DFQ)
     gen_img: bool = flag(False, "with --dfq: optimise the pseudo images (without it they stay Gaussian noise)",
                          group=DFQ)

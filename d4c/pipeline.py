@@ -3,8 +3,9 @@
 
 The pipeline owns the order of the stages and the choice of the calibration images; each stage
 takes plain arguments and returns its part of the result record. Everything that can be checked
-without a model (flags, the result path, the quantization config, the prompt file, the dataset
-roots) is checked first, so a mistake costs seconds, not a model load.
+without a model (flags, every output location, the quantization config, the prompt file, the
+datasets' files, the model cache entry) is checked first (:mod:`d4c.preflight`), so a mistake
+costs seconds, not a model load.
 """
 
 from __future__ import annotations
@@ -19,20 +20,23 @@ from typing import Any
 import torch
 
 from d4c.config import RunConfig
-from d4c.data.datasets import build_dataset, check_dataset, sample_images
+from d4c.data.datasets import build_dataset, sample_images
 from d4c.data.prompts import PromptSet, calibration_tokens, load_prompt_file
 from d4c.errors import D4CError
 from d4c.evaluation import evaluate_zeroshot
 from d4c.generation import synthesize
 from d4c.generation.cache import PseudoImageCache
 from d4c.models.family import family_of
+from d4c.models.identity import ModelIdentity, model_identity
 from d4c.models.loading import LoadedModel, load_clip
+from d4c.preflight import check_run, finished_result
 from d4c.quantization.calibration import calibrate
 from d4c.quantization.qconfig import QConfig, load_qconfig, qconfig_from_dict
 from d4c.quantization.quant_clip import quantize_clip
 from d4c.quantization.state import load_quant_state, quant_state_path, restore_quantized, save_quant_state
+from d4c.quantization.weight_ranges import WeightRangeCache
 from d4c.reconstruction import reconstruct
-from d4c.reconstruction.checkpoint import ReconCheckpoint
+from d4c.reconstruction.checkpoint import ReconCheckpoint, recon_checkpoint_path
 from d4c.results import StageTimer, build_record, output_path, write_result
 from d4c.runtime import resolve_device, seed_everything
 
@@ -53,11 +57,6 @@ class QuantPlan:
     """The prompt file (calibration texts; generation prompts of the pseudo-image rows)."""
     saved: dict[str, Any] | None = None
     """A saved quantized model (``--load_quant``): no calibration data, no calibration."""
-
-
-def recon_checkpoint_path(output: Path) -> Path:
-    """Where an interrupted reconstruction of the run writing ``output`` keeps its progress."""
-    return output.parent / (output.stem + ".recon-ckpt.pt")
 
 
 def _warn_ignored(config: RunConfig) -> None:
@@ -84,6 +83,11 @@ def _model_words(model: str | None, model_type: str, pretrained: str | None) -> 
     return words + (f" --pretrained {pretrained}" if pretrained is not None else "")
 
 
+def _identity(config: RunConfig) -> ModelIdentity:
+    """The identity of the run's model (:mod:`d4c.models.identity`): which weights, in which family."""
+    return model_identity(config.model, config.model_type, config.pretrained)
+
+
 def _model_fields(config: RunConfig) -> dict[str, Any]:
     """The model's identity beyond ``--model`` (for checkpoints and saved models); empty for OpenAI models,
     whose records keep their earlier form."""
@@ -98,12 +102,18 @@ def _plan_quantization(config: RunConfig) -> QuantPlan | None:
         return None
     if config.load_quant:
         saved = load_quant_state(config.load_quant)
-        info = saved.get("info", {})
-        made_from = (saved.get("model"), info.get("model_type", "openai"), info.get("pretrained"))
-        if made_from != (config.model, config.model_type, config.pretrained):
+        identity = _identity(config)
+        recorded = saved.get("model_identity") if isinstance(saved.get("model_identity"), dict) else {}
+        if not identity.matches(recorded, saved.get("model")):
+            if identity.model_type is None and not recorded.get("model_type"):
+                raise D4CError(f"--load_quant {config.load_quant} holds a quantized {saved.get('model')}, not --model "
+                               f"{identity.describe()}; pass --model {saved.get('model')} (or the same checkpoint "
+                               "file).")
+            info = saved.get("info", {})
+            made_from = (saved.get("model"), recorded.get("model_type") or "openai", info.get("pretrained"))
             raise D4CError(f"--load_quant {config.load_quant} holds a quantized {_model_words(*made_from)}, not "
                            f"{_model_words(config.model, config.model_type, config.pretrained)}; pass the flags "
-                           "it was made with.")
+                           "it was made with (the same weights).")
         return QuantPlan(qconfig_from_dict(saved["q_config"], saved.get("q_config_path", "")), saved=saved)
     return QuantPlan(load_qconfig(config.q_config, config.recon_iters), prompts=load_prompt_file(config.custom_file))
 
@@ -134,11 +144,12 @@ def _calibrate(config: RunConfig, plan: QuantPlan, model: torch.nn.Module, image
         tokens = calibration_tokens(templates, plan.prompts, plan.qconfig.calibrate.text, config.seed,
                                     tokenize=family_of(model).tokenize).to(device)
         quantize_clip(model, plan.qconfig)
-        calibrate(model, images, tokens)
+        weights = calibrate(model, images, tokens, range_cache=WeightRangeCache.from_flag(config.range_cache_dir))
     logger.info(f"Calibrated on {images.shape[0]} {config.row} images and {tokens.shape[0]} texts "
                 f"in {timer.seconds['calibration']:.1f} s.")
     return tokens, {"calibration_data": {"images": int(images.shape[0]), "texts": int(tokens.shape[0]),
-                                         "image_source": config.row}}
+                                         "image_source": config.row},
+                    "weight_ranges": {"from_cache": weights.from_cache, "cache": str(weights.cache_path or "")}}
 
 
 def _reconstruct(config: RunConfig, plan: QuantPlan, model: torch.nn.Module, images: torch.Tensor,
@@ -181,21 +192,19 @@ def _quantize(config: RunConfig, loaded: LoadedModel, templates: list[str], plan
     state_path = quant_state_path(output)
     save_quant_state(state_path, model, plan.qconfig, config.model,
                      info={"method": config.row, "recon": bool(config.recon), "seed": config.seed,
-                           "dataset": config.dataset, **_model_fields(config)})
+                           "dataset": config.dataset, **_model_fields(config)}, identity=_identity(config).as_dict())
     return model, {**part, "quant_state": str(state_path)}
 
 
 def run(config: RunConfig) -> dict[str, Any] | None:
     """Run the pipeline for ``config``; return the result record, or None when skipped."""
     output = output_path(config)
-    if config.skip_existing and output.exists():
-        logger.info(f"Skipping: {output} exists (--skip_existing).")
+    if config.skip_existing and finished_result(output, _identity(config)):
+        logger.info(f"Skipping: {output} holds this model's result (--skip_existing).")
         return None
+    check_run(config, output)
     _warn_ignored(config)
     plan = _plan_quantization(config)
-    check_dataset(config.dataset, config.dataset_root, config.split)
-    if plan is not None and plan.saved is None and not config.dfq:
-        check_dataset(config.dataset, config.dataset_root, config.train_split)
     device = resolve_device(config.device)
     seed_everything(config.seed)
 

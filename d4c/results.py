@@ -24,6 +24,7 @@ from d4c.config import RunConfig
 from d4c.environment import environment, package_versions
 from d4c.errors import D4CError
 from d4c.io import slug, write_json
+from d4c.models.identity import SLUG_DIGEST_CHARS, file_sha256, model_identity
 
 TASK = "zeroshot_classification"
 STAGES = ("load_model", "generation", "calibration", "reconstruction", "evaluation")
@@ -31,17 +32,21 @@ OUTPUT_KEYS = ("dataset", "model", "pretrained", "model_type", "task", "method",
 
 
 def pretrained_label(pretrained: str | None) -> str:
-    """``--pretrained`` as clip_benchmark's file names show it: a tag, or a checkpoint file's name; ``none`` unset."""
+    """``{pretrained}`` of ``--output``: a tag, or a checkpoint file's stem and a short digest of its content
+    (unique per file, as ``{model}`` is); ``none`` unset."""
     if pretrained is None:
         return "none"
-    return os.path.basename(pretrained) if os.path.isfile(pretrained) else pretrained
+    if os.path.isfile(pretrained):
+        return f"{slug(Path(pretrained).stem)}-{file_sha256(pretrained)[:SLUG_DIGEST_CHARS]}"
+    return pretrained
 
 
 def output_path(config: RunConfig) -> Path:
-    """``--output`` with its template fields filled in (``ViT-B/32`` becomes ``ViT-B-32``)."""
+    """``--output`` with its template fields filled in (``ViT-B/32`` becomes ``ViT-B-32``; a checkpoint
+    file its stem and a short digest of its content, unless it is an OpenAI checkpoint)."""
     values = {
         "dataset": slug(config.dataset),
-        "model": slug(config.model),
+        "model": model_identity(config.model, config.model_type, config.pretrained).slug(),
         "pretrained": slug(pretrained_label(config.pretrained)),
         "model_type": config.model_type,
         "task": TASK,
@@ -134,6 +139,7 @@ def build_record(config: RunConfig, metrics: dict[str, float], timer: StageTimer
         "model": config.model,
         "pretrained": config.pretrained,
         "model_type": config.model_type,
+        "model_identity": model_identity(config.model, config.model_type, config.pretrained).as_dict(),
         "task": TASK,
         "metrics": metrics,
         "language": "en",

@@ -1,5 +1,5 @@
-"""Process-wide runtime helpers: seeding, device selection, the offline switch, the optimiser of every
-stage, and the CPU memory allocator."""
+"""Process-wide runtime helpers: seeding, device selection, the offline switch, intra-op threads, the optimiser
+of every stage, and the CPU memory allocator."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import ctypes.util
 import os
 import random
 import sys
+from contextlib import contextmanager
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -54,6 +56,23 @@ def adam(params: list[torch.Tensor], lr: float) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr, fused=True)
     except (RuntimeError, TypeError, ValueError):
         return torch.optim.Adam(params, lr=lr)
+
+
+@contextmanager
+def intra_op_threads(count: int) -> Iterator[None]:
+    """Run the block with ``count`` torch intra-op threads, restoring the previous count afterwards.
+
+    For long chains of small tensor operations (the MSE range searches): with several intra-op
+    threads on a shared CPU every operation waits at a barrier for a descheduled thread.
+    """
+    previous = torch.get_num_threads()
+    if previous != count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        if previous != count:
+            torch.set_num_threads(previous)
 
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters

@@ -30,12 +30,13 @@ from d4c.config import DFQ, MODEL, RunConfig  # noqa: E402
 from d4c.data.prompts import load_prompt_file  # noqa: E402
 from d4c.environment import environment  # noqa: E402
 from d4c.errors import D4CError  # noqa: E402
-from d4c.generation.cache import PseudoImageCache  # noqa: E402
+from d4c.generation.cache import NO_CACHE, PseudoImageCache  # noqa: E402
 from d4c.generation.diagnostics import image_diagnostics  # noqa: E402
 from d4c.generation.settings import DEFAULT_NUM_IMAGES  # noqa: E402
 from d4c.generation.synthesis import synthesize  # noqa: E402
 from d4c.io import write_json  # noqa: E402
 from d4c.models.loading import load_clip  # noqa: E402
+from d4c.preflight import check_file_target, check_folder_target, check_model  # noqa: E402
 from d4c.runtime import resolve_device, tune_cpu_allocator  # noqa: E402
 
 PROG = "generate.py"
@@ -66,6 +67,13 @@ def run(args: argparse.Namespace) -> dict:
         torch.set_num_threads(args.threads)
     config = RunConfig.from_flags(vars(args))
     settings = replace(config.generation, seed=args.seed, num_images=args.num_images)
+    # Every output location and what is known about the model, before it is loaded.
+    for folder, parameter in ((config.img_path, "img_path"), (config.gen_cache_dir, "gen_cache_dir")):
+        if folder and folder not in NO_CACHE:
+            check_folder_target(Path(folder).expanduser(), parameter)
+    if args.summary:
+        check_file_target(Path(args.summary), "summary", "summary")
+    check_model(replace(config, dfq=True, gen_img=True))
     device = resolve_device(config.device)
     loaded = load_clip(config.model, device, config.model_cache_dir, config.model_type, config.pretrained)
     prompts = load_prompt_file(config.custom_file).prompts()

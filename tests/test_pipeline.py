@@ -69,11 +69,22 @@ def test_result_file_has_the_documented_keys(tmp_path):
 
 def test_skip_existing_leaves_the_file_untouched(tmp_path, capsys):
     out = tmp_path / "r.json"
-    out.write_text('{"sentinel": true}\n')
+    out.write_text('{"model": "tiny-vit", "sentinel": true}\n')  # a result file from before identities
     assert main(["--fp_model", "--model", "tiny-vit", "--dataset", "digits", "--output", str(out),
                  "--skip_existing"]) == 0
-    assert out.read_text() == '{"sentinel": true}\n'
+    assert out.read_text() == '{"model": "tiny-vit", "sentinel": true}\n'
     assert "Skipping" in capsys.readouterr().out
+
+
+def test_skip_existing_never_skips_or_overwrites_another_models_result(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    for text, fragment in (('{"model": "tiny-rn"}\n', "holds a result of tiny-rn"),
+                           ('{"sentinel": true}\n', "is not a result file")):
+        out.write_text(text)
+        assert main(["--fp_model", "--model", "tiny-vit", "--dataset", "digits", "--output", str(out),
+                     "--skip_existing"]) == 2
+        assert fragment in capsys.readouterr().err
+        assert out.read_text() == text
 
 
 def test_unknown_output_placeholder_is_an_error(tmp_path, capsys):
@@ -98,8 +109,8 @@ def test_w8a8_real_data_ptq_stays_close_to_full_precision(tmp_path, fast_qconfig
     assert q["q_config"]["recon"]["iters"] == 20000 and q["q_config"]["path"].endswith(".yaml")
     assert q["timings_s"]["calibration"] > 0 and q["timings_s"]["reconstruction"] is None
     assert q["calibration_data"] == {"images": 128, "texts": 512, "image_source": "real"}
-    assert q["quant_state"] == str(tmp_path / "q.quant.pt") and (tmp_path / "q.quant.pt").is_file()
-    assert fp["q_config"] is None and not (tmp_path / "fp.quant.pt").exists()
+    assert q["quant_state"] == str(tmp_path / "q.quant.safetensors") and (tmp_path / "q.quant.safetensors").is_file()
+    assert fp["q_config"] is None and not (tmp_path / "fp.quant.safetensors").exists()
 
 
 @pytest.mark.slow

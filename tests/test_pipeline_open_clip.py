@@ -59,7 +59,7 @@ def test_a_saved_open_clip_model_knows_its_family(tmp_path, fast_qconfig, capsys
     assert main([*COMMON, "--model", "tiny-rn", "--load_quant", saved["quant_state"],
                  "--output", str(tmp_path / "wrong.json")]) == 2
     assert ("holds a quantized --model tiny-rn --model_type open_clip, not --model tiny-rn; pass the flags it was "
-            "made with.") in capsys.readouterr().err
+            "made with (the same weights).") in capsys.readouterr().err
     again = _run(tmp_path, "again", "--model", "tiny-rn", "--load_quant", saved["quant_state"], *OPEN_CLIP)
     assert again["metrics"] == saved["metrics"]
 
@@ -76,3 +76,25 @@ def test_tags_and_families_are_checked_with_one_sentence(tmp_path, capsys):
     assert "--pretrained openai applies to --model_type open_clip only" in capsys.readouterr().err
     assert main([*argv, "--model", "ViT-B-16-SigLIP", *OPEN_CLIP, "--pretrained", "webli"]) == 2
     assert "--model ViT-B-16-SigLIP is a SigLIP model" in capsys.readouterr().err
+
+
+def test_preflight_checks_open_clip_models_before_loading_any(tmp_path, capsys, monkeypatch):
+    import d4c.pipeline
+
+    monkeypatch.setattr(d4c.pipeline, "load_clip", lambda *a, **k: pytest.fail("the model was loaded"))
+    argv = [*COMMON, "--output", str(tmp_path / "r.json"), *OPEN_CLIP]
+    for model in ("tiny-vit", "random:ViT-B-32"):
+        assert main([*argv, "--model", model, "--dfq", "--gen_img", "--gen_method", "bns"]) == 2
+        assert f"needs a ResNet image encoder (BatchNorm statistics), such as RN50, but {model} is a ViT" in \
+            capsys.readouterr().err
+    # RN50 is also an OpenAI name: open_clip's tag is looked up, not OpenAI's cache file
+    assert main([*argv, "--model", "RN50", "--pretrained", "yfcc15m", "--model_cache_dir", str(tmp_path)]) == 2
+    assert "--pretrained yfcc15m of RN50 is not cached and D4C_OFFLINE is set" in capsys.readouterr().err
+
+
+def test_skip_existing_tells_the_families_apart(tmp_path, capsys):
+    out = str(tmp_path / "r.json")
+    _run(tmp_path, "r", "--model", "tiny-rn", "--fp_model", *OPEN_CLIP)
+    assert main([*COMMON, "--model", "tiny-rn", "--fp_model", *OPEN_CLIP, "--skip_existing", "--output", out]) == 0
+    assert main([*COMMON, "--model", "tiny-rn", "--fp_model", "--skip_existing", "--output", out]) == 2
+    assert "holds a result of tiny-rn (open_clip, sha256 " in capsys.readouterr().err

@@ -97,3 +97,45 @@ def random_model_names() -> list[str]:
 def architecture_by_name(name: str) -> ClipArchitecture | None:
     """The architecture called ``name`` (OpenAI or small), or None."""
     return OPENAI_ARCHITECTURES.get(name) or SMALL_ARCHITECTURES.get(name)
+
+
+def architecture_of_state_dict(state_dict: dict) -> ClipArchitecture:
+    """The architecture a CLIP state dict holds, inferred as ``clip.model.build_model`` infers it.
+
+    Raises KeyError / IndexError for a state dict that is not a CLIP model's.
+    """
+    if "visual.proj" in state_dict:
+        conv1 = state_dict["visual.conv1.weight"]
+        vision_layers: VisionLayers = len([k for k in state_dict if k.startswith("visual.")
+                                           and k.endswith(".attn.in_proj_weight")])
+        patch = int(conv1.shape[-1])
+        grid = round((state_dict["visual.positional_embedding"].shape[0] - 1) ** 0.5)
+        width, resolution = int(conv1.shape[0]), patch * grid
+    else:
+        vision_layers = tuple(len({k.split(".")[2] for k in state_dict if k.startswith(f"visual.layer{b}.")})
+                              for b in (1, 2, 3, 4))
+        width = int(state_dict["visual.layer1.0.conv1.weight"].shape[0])
+        patch = None
+        resolution = round((state_dict["visual.attnpool.positional_embedding"].shape[0] - 1) ** 0.5) * 32
+    return ClipArchitecture(
+        embed_dim=int(state_dict["text_projection"].shape[1]),
+        image_resolution=int(resolution),
+        vision_layers=vision_layers,
+        vision_width=width,
+        vision_patch_size=patch,
+        transformer_width=int(state_dict["ln_final.weight"].shape[0]),
+        transformer_layers=len({k.split(".")[2] for k in state_dict if k.startswith("transformer.resblocks.")}),
+        context_length=int(state_dict["positional_embedding"].shape[0]),
+        vocab_size=int(state_dict["token_embedding.weight"].shape[0]),
+    )
+
+
+def describe_architecture(arch: ClipArchitecture) -> str:
+    """``RN50`` for a known shape, else its main numbers (``ViT 12 x 768, patch 32, embed 512``)."""
+    known = next((n for n, a in {**OPENAI_ARCHITECTURES, **SMALL_ARCHITECTURES}.items() if a == arch), None)
+    if arch.is_vit:
+        shape = f"ViT {arch.vision_layers} x {arch.vision_width}, patch {arch.vision_patch_size}"
+    else:
+        shape = f"ResNet layers {tuple(arch.vision_layers)}, width {arch.vision_width}"
+    shape += f", {arch.image_resolution} px, embed {arch.embed_dim}, text {arch.transformer_layers} x {arch.transformer_width}"
+    return f"{known} ({shape})" if known else shape

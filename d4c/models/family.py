@@ -19,6 +19,7 @@ open_clip is imported only when an open_clip model is met (it pulls in timm and 
 
 from __future__ import annotations
 
+import functools
 import weakref
 from dataclasses import dataclass
 from typing import Callable, ClassVar, Sequence
@@ -98,9 +99,15 @@ class ClipFamily:
     def std(self) -> tuple[float, float, float]:
         return CLIP_STD
 
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The model's own tokenizer, one object per model (memos may key on it): ``texts -> [len(texts),
+        context_length]`` token ids, too long texts truncated."""
+        raise NotImplementedError
+
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
         """``[len(texts), context_length]`` token ids of the model's own tokenizer (too long texts truncated)."""
-        raise NotImplementedError
+        return self.tokenizer(list(texts))
 
     # -- structure -----------------------------------------------------------------------------------------------------
     @property
@@ -143,6 +150,13 @@ class ClipFamily:
         return positions <= eot, positions == eot
 
 
+@functools.lru_cache(maxsize=4)
+def _clip_tokenizer(context_length: int) -> Tokenizer:
+    import clip
+
+    return functools.partial(clip.tokenize, context_length=context_length, truncate=True)
+
+
 class OpenAIFamily(ClipFamily):
     """``clip.model.CLIP``: sequence-first towers, masks held by the blocks, CLIP's normalisation."""
 
@@ -152,12 +166,9 @@ class OpenAIFamily(ClipFamily):
     def resolution(self) -> int:
         return int(self.model.visual.input_resolution)
 
-    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
-        if self._tokenizer is not None:
-            return self._tokenizer(list(texts))
-        import clip
-
-        return clip.tokenize(list(texts), context_length=self.context_length, truncate=True)
+    @property
+    def tokenizer(self) -> Tokenizer:
+        return self._tokenizer or _clip_tokenizer(self.context_length)
 
     @property
     def image_kind(self) -> str | None:

@@ -2,12 +2,16 @@
 
 Accepted ``--model`` values:
 
-* an OpenAI name (``RN50`` ... ``ViT-L/14@336px``): ``clip.load(name, jit=False,
-  download_root=--model_cache_dir)``; without network an uncached model stops with one
-  sentence naming the file to place and the folder;
+* an OpenAI name (``RN50`` ... ``ViT-L/14@336px``): the file ``clip`` caches it under
+  (``--model_cache_dir``, default ``~/.cache/clip``), verified against its published SHA-256 and
+  loaded with ``clip.load(path, jit=False)``; an absent file is downloaded with ``clip``'s
+  downloader unless ``D4C_OFFLINE`` is set (then, or without network, one sentence names the file
+  to place and the folder); a cached file that fails its checksum is never overwritten (one
+  sentence: delete it, or give the file itself as the model);
 * ``tiny-vit`` / ``tiny-rn``: the offline zoo's shipped checkpoints (:mod:`d4c.models.zoo`);
 * a path to a checkpoint file: a state dict (optionally nested under ``state_dict`` / ``model``
-  and with a ``module.`` prefix) or a TorchScript archive, converted to a state dict on load;
+  and with a ``module.`` prefix) or a TorchScript archive, converted to a state dict on load; a
+  file named like an OpenAI checkpoint (``ViT-B-32.pt``) must hold that architecture;
 * ``random:<architecture>``: a seeded, randomly initialised model, for timing only.
 
 ``model_type="open_clip"`` hands over to :mod:`d4c.models.open_clip_loading` (open_clip's
@@ -23,7 +27,7 @@ import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import clip
 import torch
@@ -31,8 +35,10 @@ from clip.model import CLIP, build_model
 
 from d4c.data.transforms import clip_transform
 from d4c.errors import D4CError
-from d4c.models.architectures import RANDOM_PREFIX, architecture_by_name, random_model_names
+from d4c.models.architectures import (OPENAI_ARCHITECTURES, RANDOM_PREFIX, architecture_by_name,
+                                      architecture_of_state_dict, describe_architecture, random_model_names)
 from d4c.models.family import MODEL_TYPES, VIT, ClipFamily, family_of
+from d4c.models.identity import OPENAI_FILE_NAMES, OPENAI_SHA256, file_sha256
 from d4c.models.zoo import ZOO_MODELS, require_zoo_checkpoint
 from d4c.runtime import OFFLINE_ENV, offline
 # Scalars OpenAI's archives carry next to the weights (build_model drops them too).
@@ -108,6 +114,7 @@ def load_checkpoint_file(path: str | os.PathLike, device: torch.device | str = "
     """Build a float32 CLIP from a checkpoint file (state dict or TorchScript archive)."""
     path = Path(path)
     state_dict = _state_dict_from_file(path)
+    check_named_architecture(path, state_dict)
     try:
         # build_model infers the architecture but casts to fp16 before loading; reload the
         # weights into the float32 model so fp32 checkpoints keep their exact values.
@@ -122,30 +129,160 @@ def load_checkpoint_file(path: str | os.PathLike, device: torch.device | str = "
 
 def _openai_file(name: str, cache_dir: str | None) -> tuple[Path, str]:
     url = clip.clip._MODELS[name]
-    root = Path(cache_dir or os.path.expanduser("~/.cache/clip"))
+    root = Path(cache_dir).expanduser() if cache_dir else Path(os.path.expanduser("~/.cache/clip"))
     return root / os.path.basename(url), url
 
 
-def _load_openai(name: str, cache_dir: str | None, device: torch.device) -> CLIP:
+def check_openai_cache(name: str, cache_dir: str | None) -> Path | None:
+    """Check the model cache entry of OpenAI model ``name`` without loading it (one-sentence errors).
+
+    Returns the verified cached file, or None when it is absent and may be downloaded. The cache
+    folder must be a folder, the entry a file with the published SHA-256 (a file that fails it is
+    never overwritten: the sentence says how to replace it or use it as it is); with
+    ``D4C_OFFLINE`` set an absent file is an error, as no download is ever attempted.
+    """
     target, url = _openai_file(name, cache_dir)
-    place = (f"{target.parent} holds no {target.name} for model {name} and it cannot be downloaded ({{why}}): "
-             f"place the file (from {url}) there or give the folder holding it.")
-    if not target.is_file() and offline():
-        raise D4CError(place.format(why=f"{OFFLINE_ENV} is set"), "model_cache_dir")
+    folder = target.parent
+    for parent in (folder, *folder.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise D4CError(f"{folder} cannot be a folder: {parent} is a file, not a folder; give the folder "
+                               f"holding {target.name}.", "model_cache_dir")
+            break
+    if target.exists() and not target.is_file():
+        raise D4CError(f"{folder} holds a folder {target.name}, not the checkpoint file: remove it and place the file "
+                       f"(from {url}) there, or give another folder.", "model_cache_dir")
+    if target.is_file():
+        if file_sha256(target) != OPENAI_SHA256[name]:
+            raise D4CError(f"{folder} holds {target.name}, but the file fails its SHA256 checksum (a partial or "
+                           f"corrupted download, or another file under that name): delete it to download {name} "
+                           f"again, or give the file itself as the model ({target}) to use it as it is.",
+                           "model_cache_dir")
+        return target
+    if offline():
+        raise D4CError(f"{folder} holds no {target.name} for model {name} and it cannot be downloaded ({OFFLINE_ENV} "
+                       f"is set): place the file (from {url}) there or give the folder holding it.", "model_cache_dir")
+    return None
+
+
+def _download_openai(name: str, cache_dir: str | None) -> Path:
+    """Download OpenAI model ``name`` into the cache with ``clip``'s downloader (checksum verified)."""
+    target, url = _openai_file(name, cache_dir)
     previous_timeout = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
     try:
-        model, _ = clip.load(name, device="cpu", jit=False, download_root=str(target.parent))
+        return Path(clip.clip._download(url, str(target.parent)))
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         reason = getattr(exc, "reason", None) or type(exc).__name__
-        raise D4CError(place.format(why=f"no network: {reason}"), "model_cache_dir") from None
+        raise D4CError(f"{target.parent} holds no {target.name} for model {name} and it cannot be downloaded (no "
+                       f"network: {reason}): place the file (from {url}) there or give the folder holding it.",
+                       "model_cache_dir") from None
     except RuntimeError as exc:
         if "SHA256" in str(exc):
-            raise D4CError(f"The downloaded file {target} does not match its SHA256 checksum: delete it and download {url} again.") from None
-        raise
+            raise D4CError(f"The downloaded file {target} does not match its SHA256 checksum: delete it and "
+                           f"download {url} again.") from None
+        raise D4CError(f"Model {name} could not be downloaded into {target.parent} ({exc}).") from None
     finally:
         socket.setdefaulttimeout(previous_timeout)
+
+
+def _load_openai(name: str, cache_dir: str | None, device: torch.device) -> CLIP:
+    path = check_openai_cache(name, cache_dir) or _download_openai(name, cache_dir)
+    # A verified file: clip.load with its path builds the model and never touches the network.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation notice
+        model, _ = clip.load(str(path), device="cpu", jit=False)
     return _finish(model, device)
+
+
+def check_named_architecture(path: Path, state_dict: dict) -> None:
+    """Refuse a checkpoint file named like an OpenAI model's (``ViT-B-32.pt``) that holds another architecture."""
+    claimed = OPENAI_FILE_NAMES.get(path.name)
+    if claimed is None:
+        return
+    try:
+        found = architecture_of_state_dict(state_dict)
+    except (KeyError, IndexError, AttributeError):
+        return  # not a CLIP state dict at all: build_model's sentence follows
+    expected = OPENAI_ARCHITECTURES[claimed]
+    if found != expected:
+        raise D4CError(f"file {path} is named like {claimed}'s checkpoint but holds a different model: "
+                       f"{describe_architecture(found)} instead of {describe_architecture(expected)}; rename it "
+                       f"if that is intended.", "model")
+
+
+def _archive_family(path: Path) -> str | None:
+    with zipfile.ZipFile(path) as archive:
+        for member in archive.namelist():
+            if "/code/" in member and member.endswith(".py"):
+                text = archive.read(member).decode("utf-8", "replace")
+                if "class VisionTransformer" in text:
+                    return "vit"
+                if "class ModifiedResNet" in text:
+                    return "resnet"
+    return None
+
+
+def _keys_family(keys: Iterable[str]) -> str | None:
+    keys = set(keys)
+    if "visual.proj" in keys or ("visual.conv1.weight" in keys and "visual.class_embedding" in keys):
+        return "vit"
+    if "visual.attnpool.c_proj.weight" in keys or "visual.layer1.0.conv1.weight" in keys:
+        return "resnet"
+    return None
+
+
+def peek_state_dict(path: str | os.PathLike) -> dict | None:
+    """The state dict of a ``torch.save`` zip file, memory-mapped (shapes without reading the weights);
+    None for TorchScript archives and files that are not zip state dicts."""
+    path = Path(path)
+    try:
+        if is_torchscript_archive(path) or not zipfile.is_zipfile(path):
+            return None
+        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - an unreadable file is reported when it is loaded
+        return None
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict):
+        return None
+    return {(k[len("module."):] if isinstance(k, str) and k.startswith("module.") else k): v for k, v in obj.items()}
+
+
+def checkpoint_family(path: str | os.PathLike) -> str | None:
+    """``vit`` or ``resnet`` for a CLIP checkpoint file, read without building the model; None if unknown.
+
+    TorchScript archives are recognised by their compiled classes, ``torch.save`` zip files by their
+    keys (memory-mapped, no tensor is read).
+    """
+    path = Path(path)
+    try:
+        if is_torchscript_archive(path):
+            return _archive_family(path)
+    except (OSError, zipfile.BadZipFile):
+        return None
+    state_dict = peek_state_dict(path)
+    return None if state_dict is None else _keys_family(state_dict.keys())
+
+
+def check_checkpoint_file(path: str | os.PathLike) -> None:
+    """Before loading: a ``torch.save`` file named like an OpenAI checkpoint must hold its architecture."""
+    path = Path(path)
+    if path.name in OPENAI_FILE_NAMES:
+        state_dict = peek_state_dict(path)
+        if state_dict is not None:
+            check_named_architecture(path, state_dict)
+
+
+def model_family(name: str) -> str | None:
+    """``vit`` or ``resnet``: the image tower of ``--model`` ``name``, known without loading it (None if unknown)."""
+    if name.startswith(RANDOM_PREFIX) or name in OPENAI_ARCHITECTURES or name in ZOO_MODELS:
+        arch = architecture_by_name(name[len(RANDOM_PREFIX):] if name.startswith(RANDOM_PREFIX) else name)
+        return None if arch is None else ("vit" if arch.is_vit else "resnet")
+    if os.path.isfile(name):
+        return checkpoint_family(name)
+    return None
 
 
 def _load_other_family(name: str, device: torch.device, cache_dir: str | None, model_type: str,

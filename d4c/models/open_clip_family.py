@@ -14,13 +14,13 @@ blocks (qk_norm, scaled cosine attention, head scaling, extra LayerNorms) and no
 from __future__ import annotations
 
 import functools
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from d4c.errors import D4CError
-from d4c.models.family import RESNET, VIT, ClipFamily, TransformerTower, output_token_mask
+from d4c.models.family import RESNET, VIT, ClipFamily, Tokenizer, TransformerTower, output_token_mask
 
 SUPPORTED = ("open_clip's VisionTransformer and ModifiedResNet image towers with its own text transformer "
              "(README, \"open_clip models\")")
@@ -112,9 +112,9 @@ class OpenClipFamily(ClipFamily):
     def std(self) -> tuple[float, float, float]:
         return self._preprocess("std", "image_std")
 
-    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
-        tokenizer = self._tokenizer or _simple_tokenizer(self.context_length)
-        return tokenizer(list(texts))
+    @property
+    def tokenizer(self) -> Tokenizer:
+        return self._tokenizer or _simple_tokenizer(self.context_length)
 
     @property
     def image_kind(self) -> str | None:

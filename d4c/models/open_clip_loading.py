@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from d4c.errors import D4CError
-from d4c.models.family import attach_tokenizer, family_of
+from d4c.models.family import RESNET, VIT, attach_tokenizer, family_of
 from d4c.models.open_clip_family import config_reason, unsupported
 from d4c.runtime import OFFLINE_ENV, offline
 
@@ -129,6 +129,48 @@ def _create(arch: str, pretrained: str | None, cache_dir: str | None, preprocess
         socket.setdefaulttimeout(previous_timeout)
 
 
+def _cached_or_downloadable(arch: str, tag: str, tag_cfg: dict[str, Any], cache_dir: str | None) -> Path | None:
+    """The cached file of ``tag``, or None when it may be downloaded; one sentence when it is absent offline."""
+    found = cached_tag_file(tag_cfg, cache_dir)
+    if found is None and offline():
+        raise D4CError(f"{tag} of {arch} is not cached and {OFFLINE_ENV} is set: place "
+                       f"{expected_tag_file(tag_cfg, cache_dir)}, or give the checkpoint file as --pretrained.",
+                       "pretrained")
+    return found
+
+
+def _image_kind(config: dict[str, Any]) -> str:
+    """``resnet`` for a ModifiedResNet image tower (its ``layers`` a tuple per stage), else ``vit``."""
+    return RESNET if isinstance(config.get("vision_cfg", {}).get("layers"), (tuple, list)) else VIT
+
+
+def check_open_clip_model(name: str, pretrained: str | None, cache_dir: str | None) -> str:
+    """Everything known about an open_clip model before its weights are read (one-sentence errors): the
+    architecture is one d4c supports, ``pretrained`` fits it, a tag is cached or may be downloaded.
+
+    Returns the image tower's kind (``vit`` or ``resnet``), for the checks of methods that need one.
+    """
+    from d4c.models.zoo import ZOO_MODELS, zoo_architecture
+
+    if name in ZOO_MODELS or name.startswith(RANDOM_PREFIX):
+        if pretrained is not None:
+            raise D4CError(f"does not apply to --model {name} (its weights are "
+                           f"{'shipped' if name in ZOO_MODELS else 'random'}); drop it.", "pretrained")
+        if name in ZOO_MODELS:
+            return VIT if zoo_architecture(name).is_vit else RESNET
+        return _image_kind(architecture_config(name[len(RANDOM_PREFIX):]))
+    config = architecture_config(name)
+    if pretrained is None:
+        import open_clip
+
+        tags = open_clip.list_pretrained_tags_by_model(name.replace("/", "-"))
+        raise D4CError(f"is required with --model_type open_clip: a pretrained tag of {name} "
+                       f"({', '.join(tags) or 'it has none'}) or a checkpoint file.", "pretrained")
+    if not os.path.isfile(pretrained):
+        _cached_or_downloadable(name, pretrained, _tag_config(name, pretrained), cache_dir)
+    return _image_kind(config)
+
+
 def _load_tag(arch: str, tag: str, config: dict[str, Any], cache_dir: str | None) -> tuple[torch.nn.Module, str]:
     """Build ``arch`` with the weights of ``tag``: from the cache when present (no network), else downloaded."""
     tag_cfg = _tag_config(arch, tag)
@@ -138,13 +180,10 @@ def _load_tag(arch: str, tag: str, config: dict[str, Any], cache_dir: str | None
                       f"{'-quickgelu' if tag_cfg.get('quick_gelu') else 'plain'} architecture is usually meant.",
                       stacklevel=3)
     preprocess = {k: tag_cfg[k] for k in PREPROCESS_KEYS if k in tag_cfg}
-    found = cached_tag_file(tag_cfg, cache_dir)
+    found = _cached_or_downloadable(arch, tag, tag_cfg, cache_dir)
     if found is not None:
         return _create(arch, str(found), cache_dir, preprocess), str(found)
     expected = expected_tag_file(tag_cfg, cache_dir)
-    if offline():
-        raise D4CError(f"{tag} of {arch} is not cached and {OFFLINE_ENV} is set: place {expected}, or give the "
-                       "checkpoint file as --pretrained.", "pretrained")
     try:
         model = _create(arch, tag, cache_dir)
     except (RuntimeError, OSError, urllib.error.URLError, TimeoutError) as exc:
@@ -206,17 +245,7 @@ def load_open_clip(name: str, pretrained: str | None, cache_dir: str | None) -> 
     from d4c.models.loading import load_checkpoint_file
     from d4c.models.zoo import ZOO_MODELS, require_zoo_checkpoint
 
-    if name in ZOO_MODELS or name.startswith(RANDOM_PREFIX):
-        if pretrained is not None:
-            raise D4CError(f"does not apply to --model {name} (its weights are "
-                           f"{'shipped' if name in ZOO_MODELS else 'random'}); drop it.", "pretrained")
-    elif pretrained is None:
-        import open_clip
-
-        tags = open_clip.list_pretrained_tags_by_model(name.replace("/", "-"))
-        architecture_config(name)
-        raise D4CError(f"is required with --model_type open_clip: a pretrained tag of {name} "
-                       f"({', '.join(tags) or 'it has none'}) or a checkpoint file.", "pretrained")
+    check_open_clip_model(name, pretrained, cache_dir)
     if name in ZOO_MODELS:
         path = require_zoo_checkpoint(name)
         model, source = zoo_model(load_checkpoint_file(path).state_dict()), str(path)

@@ -22,6 +22,7 @@ from torch import nn
 
 from d4c.quantization.qparams import calculate_qparams, channels_first, quant_range
 from d4c.quantization.range_search import LP_NORM, data_sidedness, golden_section_search, search_range
+from d4c.runtime import intra_op_threads
 
 
 class ObserverBase(nn.Module):
@@ -104,7 +105,8 @@ class _MSEObserverBase(ObserverBase):
         if self.sidedness is None:
             x_min, x_max = super().batch_range(x)
             self.sidedness = data_sidedness(x_min, x_max)
-        return self.search(x)
+        with intra_op_threads(1):  # a chain of small operations: barriers would dominate (d4c.runtime)
+            return self.search(x)
 
 
 class MSEObserver(_MSEObserverBase):

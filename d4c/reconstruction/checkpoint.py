@@ -26,6 +26,12 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = "d4c-reconstruction-checkpoint/1"
 
 
+def recon_checkpoint_path(output: str | os.PathLike) -> Path:
+    """Where an interrupted reconstruction of the run writing ``output`` keeps its progress."""
+    output = Path(output)
+    return output.parent / (output.stem + ".recon-ckpt.pt")
+
+
 class ReconCheckpoint:
     """Saves progress to ``path`` at most every ``interval_s`` seconds (0: after every unit)."""
 

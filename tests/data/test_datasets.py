@@ -87,7 +87,7 @@ def test_corrupted_cifar_files_are_reported_not_downloaded(tmp_path):
     folder.mkdir()
     for name in ["train", "test", "meta"]:
         (folder / name).write_bytes(b"not a pickle")
-    with pytest.raises(D4CError, match="could not be read"):
+    with pytest.raises(D4CError, match="cifar-100-python/meta is not a readable CIFAR python pickle"):
         build_dataset("cifar100", str(tmp_path), "test", None)
 
 
@@ -97,7 +97,8 @@ def test_imagenet_layout_checks(tmp_path):
     (tmp_path / "val" / "n01440764").mkdir(parents=True)
     with pytest.raises(D4CError, match="missing meta.bin"):
         check_dataset("imagenet1k", str(tmp_path), "test")
-    (tmp_path / "meta.bin").write_bytes(b"x")
+    torch.save(({"n01440764": ("tench",)}, ["n01440764"]), tmp_path / "meta.bin")
+    (tmp_path / "val" / "n01440764" / "a.JPEG").write_bytes(b"")
     check_dataset("imagenet1k", str(tmp_path), "test")  # val/ present: fine
     with pytest.raises(D4CError, match="missing train/ class folders"):
         check_dataset("imagenet1k", str(tmp_path), "train")

@@ -12,6 +12,7 @@ from PIL import Image
 
 from d4c.errors import D4CError
 from d4c.models.family import family_of
+from d4c.models.identity import model_identity
 from d4c.models.loading import load_clip
 from d4c.models.open_clip_loading import architecture_config
 from tests.numerics import assert_relative_close
@@ -125,6 +126,23 @@ def test_bad_names_and_tags_are_one_sentence(kwargs, expected):
     with pytest.raises(D4CError) as error:
         load_clip(kwargs["name"], model_type="open_clip", pretrained=kwargs["pretrained"])
     assert str(error.value).startswith(expected), str(error.value)
+
+
+def test_identities_tell_the_families_tags_and_files_apart(tmp_path):
+    openai, ours = model_identity("tiny-rn"), model_identity("tiny-rn", "open_clip")
+    assert ours.sha256 == openai.sha256 and ours.key() != openai.key()  # the same weights, another family
+    assert ours.matches(ours.as_dict()) and not ours.matches(openai.as_dict())
+    assert not openai.matches(ours.as_dict()) and not ours.matches(None, "tiny-rn")  # nor an old name-only record
+    assert "model_type" not in openai.as_dict()  # OpenAI records keep their form
+    tag = model_identity("ViT-B-32", "open_clip", "laion2b_s34b_b79k")
+    assert tag.key() != model_identity("ViT-B-32", "open_clip", "openai").key()
+    assert tag.slug() == "ViT-B-32" and tag.describe() == "ViT-B-32 (open_clip, laion2b_s34b_b79k)"
+    one, other = tmp_path / "a" / "epoch_1.pt", tmp_path / "b" / "epoch_1.pt"
+    for path, content in ((one, b"1"), (other, b"2")):
+        path.parent.mkdir()
+        path.write_bytes(content)
+    first, second = (model_identity("ViT-B-32", "open_clip", str(p)) for p in (one, other))
+    assert first.key() != second.key() and first.slug() == "ViT-B-32"
 
 
 def test_pretrained_belongs_to_open_clip():

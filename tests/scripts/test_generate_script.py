@@ -37,3 +37,12 @@ def test_wrong_family_is_one_sentence_and_exit_2(generate_script, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].endswith(".")
     assert err[0].startswith("generate.py: error: --gen_method bns (BNS) needs")
+
+
+def test_output_locations_are_checked_before_the_model(generate_script, tmp_path, capsys):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    assert generate_script.main(["--model", "tiny-vit", "--gen_iter", "1", "--img_path", str(a_file)]) == 2
+    assert f"--img_path {a_file} is a file" in capsys.readouterr().err
+    assert generate_script.main(["--model", "tiny-vit", "--gen_method", "bns", "--gen_iter", "1"]) == 2
+    assert "needs a ResNet" in capsys.readouterr().err
