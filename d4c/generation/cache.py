@@ -4,9 +4,10 @@ A recipe is everything the images depend on: the model's identity (its name, and
 files their SHA-256, or size and modification time above 256 MiB), the method and its fields
 (D4C config, the prompts' SHA-256), number of images, mini-batch size, learning rate,
 iterations, schedule, seed, input resolution and the generation code's version. Its SHA-256 is
-the key. ``<key>.pt`` holds the images, ``<key>.json`` the recipe (readable), and
-``<key>.ckpt.pt`` the resumable checkpoint while a generation is under way. Every file is
-written atomically. The default folder is ``./cache/pseudo_images``.
+the key. ``<key>.pt`` holds the images (with D4C's targets and the mean loss of every outer
+iteration; entries written before the loss was kept lack it), ``<key>.json`` the recipe
+(readable), and ``<key>.ckpt.pt`` the resumable checkpoint while a generation is under way.
+Every file is written atomically. The default folder is ``./cache/pseudo_images``.
 """
 
 from __future__ import annotations
@@ -115,7 +116,8 @@ class PseudoImageCache:
         return CheckpointStore(self.root / f"{stem}.ckpt.pt", key)
 
     def load(self, stem: str, key: str) -> dict[str, Any] | None:
-        """The cached entry of ``key`` (``images``, ``targets``, ``recipe``); None if absent, unreadable or other."""
+        """The cached entry of ``key`` (``images``, ``targets``, ``recipe``, ``loss_history``: None in entries written
+        before it was kept); None if absent, unreadable or other."""
         path = self.images_path(stem)
         if not path.is_file():
             return None
@@ -127,11 +129,13 @@ class PseudoImageCache:
         return stored if stored.get("key") == key else None
 
     def save(self, stem: str, key: str, images: torch.Tensor, targets: torch.Tensor | None, recipe: dict[str, Any],
-             info: dict[str, Any]) -> Path:
-        """Store ``images`` (and D4C's ``targets``) with the recipe and ``info`` (time, loss, device) atomically."""
+             info: dict[str, Any], loss_history: torch.Tensor | None = None) -> Path:
+        """Store ``images`` (and D4C's ``targets``, the per-iteration ``loss_history``) with the recipe and ``info``
+        (time, loss, device) atomically."""
         path = self.images_path(stem)
         save_torch(path, {"key": key, "recipe": recipe, "images": images.detach().float().cpu().contiguous(),
-                          "targets": None if targets is None else targets.cpu()})
+                          "targets": None if targets is None else targets.cpu(),
+                          "loss_history": None if loss_history is None else loss_history.detach().float().cpu()})
         created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         write_json(self.recipe_path(stem), {"key": key, "recipe": recipe, "created": created, **info})
         return path

@@ -67,6 +67,8 @@ def _generate_through_cache(settings: GenerationSettings, loaded: LoadedModel, d
     if stored is not None:
         outcome = SynthesisOutcome(stored["images"].to(device), settings, 0.0, from_cache=True,
                                    cache_path=cache.images_path(stem), key=key, targets=stored.get("targets"))
+        if stored.get("loss_history") is not None:  # entries written before the history was kept lack it
+            outcome.loss_history = stored["loss_history"]
         logger.info(f"Pseudo images: reusing {settings.num_images} cached {label} images ({settings.gen_iter} "
                     f"iterations, {settings.gen_schedule} schedule) from {outcome.cache_path}.")
         return outcome
@@ -86,7 +88,8 @@ def _generate_through_cache(settings: GenerationSettings, loaded: LoadedModel, d
         info = {"seconds": round(result.seconds, 3), "iterations_run": result.iterations_run,
                 "resumed_from": result.resumed_from, "final_loss": outcome.final_loss, "device": device.type,
                 "torch": torch.__version__, "model_name": loaded.name, "model_source": loaded.source}
-        outcome.cache_path = cache.save(stem, key, result.images, result.targets, recipe, info)
+        outcome.cache_path = cache.save(stem, key, result.images, result.targets, recipe, info,
+                                        loss_history=result.loss_history)
         checkpoint.remove()
         logger.info(f"Pseudo images cached in {outcome.cache_path}.")
     return outcome

@@ -127,3 +127,18 @@ def test_cache_files_survive_a_copy_of_the_folder(tiny_vit, tmp_path):
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     hit = synthesize(BASE, tiny_vit, "cpu", PROMPTS, cache=PseudoImageCache(tmp_path / "b"), progress=False)
     assert hit.from_cache and torch.equal(hit.images, first.images)
+
+
+def test_the_loss_history_is_kept_and_old_entries_without_it_still_load(tiny_vit, tmp_path):
+    cache = PseudoImageCache(tmp_path)
+    first = synthesize(BASE, tiny_vit, "cpu", PROMPTS, cache=cache, progress=False)
+    assert len(first.loss_history) == BASE.gen_iter and torch.isfinite(first.loss_history).all()
+    hit = synthesize(BASE, tiny_vit, "cpu", PROMPTS, cache=cache, progress=False)
+    assert hit.from_cache and torch.equal(hit.loss_history, first.loss_history)
+    assert hit.final_loss == pytest.approx(json.loads(first.cache_path.with_suffix(".json").read_text())["final_loss"])
+
+    stored = torch.load(first.cache_path, weights_only=True)
+    del stored["loss_history"]  # an entry written before the history was kept
+    torch.save(stored, first.cache_path)
+    old = synthesize(BASE, tiny_vit, "cpu", PROMPTS, cache=cache, progress=False)
+    assert old.from_cache and torch.equal(old.images, first.images) and len(old.loss_history) == 0
