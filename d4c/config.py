@@ -91,6 +91,10 @@ class RunConfig:
                                                      "turns both off", group=DFQ)
     gen_force: bool = flag(False, "ignore cached pseudo images and checkpoints of this recipe: generate anew",
                            group=DFQ)
+    gen_only: bool = flag(False, "only generate (or find in the cache) this run's pseudo images, then stop: no "
+                                 "quantization and no evaluation; --output receives a generation record. Under "
+                                 "torchrun or srun each process generates its share of the --gen_groups groups",
+                          group=DFQ)
     seed: int = flag(0, "seeds torch, numpy and python's random", group=OUTPUT)
     batch_size: int = flag(64, "evaluation batch size", group=OUTPUT)
     num_workers: int = flag(4, "evaluation data-loader workers", group=OUTPUT)
@@ -142,6 +146,9 @@ class RunConfig:
             raise D4CError("--load_quant evaluates a saved quantized model: drop --fp_model or --load_quant.")
         if self.gen_img and not self.dfq:
             raise D4CError("--gen_img only applies to data-free calibration: add --dfq or drop --gen_img.")
+        if self.gen_only and (not (self.dfq and self.gen_img) or self.fp_model or self.load_quant):
+            raise D4CError("--gen_only generates pseudo images: it needs --dfq --gen_img (and no --fp_model or "
+                           "--load_quant).")
 
     def pseudo_image_settings(self, num_images: int) -> GenerationSettings | None:
         """The generation of this run's calibration images (``num_images`` of them), or None when it uses none

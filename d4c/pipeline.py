@@ -26,10 +26,13 @@ from d4c.errors import D4CError
 from d4c.evaluation import evaluate_zeroshot
 from d4c.generation import synthesize
 from d4c.generation.cache import PseudoImageCache
+from d4c.generation.rows import row_of
+from d4c.generation.settings import GenerationSettings
+from d4c.generation.synthesis import SynthesisOutcome
 from d4c.models.family import family_of
 from d4c.models.identity import ModelIdentity, model_identity
 from d4c.models.loading import LoadedModel, load_clip
-from d4c.preflight import check_run, finished_result
+from d4c.preflight import check_generation, check_run, finished_result
 from d4c.quantization.calibration import calibrate
 from d4c.quantization.qconfig import QConfig, load_qconfig, qconfig_from_dict
 from d4c.quantization.quant_clip import quantize_clip
@@ -37,8 +40,8 @@ from d4c.quantization.state import load_quant_state, quant_state_path, restore_q
 from d4c.quantization.weight_ranges import WeightRangeCache
 from d4c.reconstruction import reconstruct
 from d4c.reconstruction.checkpoint import ReconCheckpoint, recon_checkpoint_path
-from d4c.results import StageTimer, build_record, output_path, write_result
-from d4c.runtime import resolve_device, seed_everything
+from d4c.results import GENERATION_TASK, StageTimer, build_record, output_path, write_result
+from d4c.runtime import ProcessShare, process_share, resolve_device, seed_everything, share_device
 
 logger = logging.getLogger(__name__)
 
@@ -125,16 +128,51 @@ def _calibration_images(config: RunConfig, plan: QuantPlan, loaded: LoadedModel,
     count = plan.qconfig.calibrate.visual
     settings = config.pseudo_image_settings(count)
     if settings is not None:
-        with timer.stage("generation"):
-            return synthesize(settings, loaded, device, plan.prompts.prompts(),
-                              cache=PseudoImageCache.from_flag(config.gen_cache_dir), force=config.gen_force,
-                              img_path=config.img_path).images
+        return _pseudo_images(config, plan, loaded, device, timer, settings).images
     with timer.stage("calibration"):
         train = build_dataset(config.dataset, config.dataset_root, config.train_split, loaded.preprocess)
         if len(train) < count:
             raise D4CError(f"--train_split {config.train_split} of {config.dataset} has {len(train)} images, fewer "
                            f"than the {count} calibration images calibrate.visual asks for.")
         return sample_images(train, count, config.seed, config.num_workers).to(device)
+
+
+def _pseudo_images(config: RunConfig, plan: QuantPlan, loaded: LoadedModel, device: torch.device, timer: StageTimer,
+                   settings: GenerationSettings, share: ProcessShare = ProcessShare()) -> SynthesisOutcome:
+    """The run's pseudo images through the cache (the generation stage); ``timer.parts`` gets their record."""
+    with timer.stage("generation"):
+        outcome = synthesize(settings, loaded, device, plan.prompts.prompts(),
+                             cache=PseudoImageCache.from_flag(config.gen_cache_dir), force=config.gen_force,
+                             img_path=config.img_path, share=share)
+    timer.parts["pseudo_images"] = {
+        "row": row_of(outcome.settings), "num_images": settings.num_images, "gen_groups": settings.gen_groups,
+        "from_cache": outcome.from_cache, "cache_path": str(outcome.cache_path) if outcome.cache_path else None,
+        "key": outcome.key, "generation_seconds": round(outcome.generation_seconds, 3),
+        "resumed_from": outcome.resumed_from, "final_loss": outcome.final_loss, "complete": outcome.complete}
+    return outcome
+
+
+def generate_only(config: RunConfig) -> dict[str, Any]:
+    """``--gen_only``: the run's pseudo images into the cache (this process's share of a split generation under
+    torchrun / srun), and a generation record at ``--output`` (rank 0)."""
+    output = output_path(config)
+    if config.skip_existing and finished_result(output, _identity(config)):
+        logger.info(f"Skipping: {output} holds this model's generation record (--skip_existing).")
+        return {}
+    check_generation(config, output)
+    plan = _plan_quantization(config)
+    share = process_share()
+    device = resolve_device(share_device(config.device, share))
+    timer = StageTimer()
+    with timer.stage("load_model"):
+        loaded = load_clip(config.model, device, config.model_cache_dir, config.model_type, config.pretrained)
+    settings = config.pseudo_image_settings(plan.qconfig.calibrate.visual)
+    outcome = _pseudo_images(config, plan, loaded, device, timer, settings, share)
+    record = build_record(config, {}, timer, device, task=GENERATION_TASK, extra=timer.parts)
+    if outcome.complete:
+        write_result(output, record)
+        logger.info(f"{config.model} [{record['method']}]: pseudo images in {outcome.cache_path} -> {output}")
+    return record
 
 
 def _calibrate(config: RunConfig, plan: QuantPlan, model: torch.nn.Module, images: torch.Tensor,
@@ -193,11 +231,13 @@ def _quantize(config: RunConfig, loaded: LoadedModel, templates: list[str], plan
     save_quant_state(state_path, model, plan.qconfig, config.model,
                      info={"method": config.row, "recon": bool(config.recon), "seed": config.seed,
                            "dataset": config.dataset, **_model_fields(config)}, identity=_identity(config).as_dict())
-    return model, {**part, "quant_state": str(state_path)}
+    return model, {**part, **timer.parts, "quant_state": str(state_path)}
 
 
 def run(config: RunConfig) -> dict[str, Any] | None:
     """Run the pipeline for ``config``; return the result record, or None when skipped."""
+    if config.gen_only:
+        return generate_only(config)
     output = output_path(config)
     if config.skip_existing and finished_result(output, _identity(config)):
         logger.info(f"Skipping: {output} holds this model's result (--skip_existing).")

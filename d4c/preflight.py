@@ -13,6 +13,9 @@
   checksum, offline), or open_clip's architecture, tag and cache entry (``--model_type open_clip``),
   and the image tower's family against ``--gen_method bns`` / ``pse``.
 
+:func:`check_generation` is the same for ``--gen_only`` (its record, the cache and PNG folders, the
+input files and the model; no dataset).
+
 :func:`finished_result` decides ``--skip_existing``: an existing result is skipped only when it
 was made by the same model (its recorded identity), and a result of another model is never
 overwritten silently.
@@ -149,6 +152,22 @@ def _describe_recorded(recorded: dict, name: str | None) -> str | None:
         return ModelIdentity(**recorded).describe()
     except TypeError:  # not a recorded identity
         return name
+
+
+def check_generation_folders(config: RunConfig) -> None:
+    """The folders a generation writes: its PNGs (``--img_path``) and the pseudo-image cache."""
+    for folder, parameter in ((config.img_path, "img_path"), (config.gen_cache_dir, "gen_cache_dir")):
+        if folder and folder not in NO_CACHE:
+            check_folder_target(Path(folder).expanduser(), parameter)
+
+
+def check_generation(config: RunConfig, output: Path) -> None:
+    """``--gen_only``: the generation record, the folders, the input files and the model; no dataset is read."""
+    check_file_target(output, "output", "generation record")
+    check_generation_folders(config)
+    _check_input_file(config.q_config, "q_config")
+    _check_input_file(config.custom_file, "custom_file")
+    check_model(config)
 
 
 def finished_result(output: Path, identity: ModelIdentity) -> bool:

@@ -27,6 +27,8 @@ from d4c.io import slug, write_json
 from d4c.models.identity import SLUG_DIGEST_CHARS, file_sha256, model_identity
 
 TASK = "zeroshot_classification"
+GENERATION_TASK = "generation"
+"""The task of a ``--gen_only`` record: pseudo images made (or found in the cache), nothing evaluated."""
 STAGES = ("load_model", "generation", "calibration", "reconstruction", "evaluation")
 OUTPUT_KEYS = ("dataset", "model", "pretrained", "model_type", "task", "method", "q_config", "seed", "recon")
 
@@ -100,6 +102,8 @@ class StageTimer:
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.parts: dict[str, Any] = {}
+        """Record parts the stages add as they run (``pseudo_images``)."""
         self.peak_memory_mb: dict[str, dict[str, float]] = {}
         self._start = time.perf_counter()
 
@@ -132,15 +136,16 @@ class StageTimer:
 
 
 def build_record(config: RunConfig, metrics: dict[str, float], timer: StageTimer, device: torch.device,
-                 quant_config: dict | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The result record of one run."""
+                 quant_config: dict | None = None, extra: dict[str, Any] | None = None,
+                 task: str = TASK) -> dict[str, Any]:
+    """The result record of one run (``task``: zero-shot classification, or ``generation`` for ``--gen_only``)."""
     record: dict[str, Any] = {
         "dataset": config.dataset,
         "model": config.model,
         "pretrained": config.pretrained,
         "model_type": config.model_type,
         "model_identity": model_identity(config.model, config.model_type, config.pretrained).as_dict(),
-        "task": TASK,
+        "task": task,
         "metrics": metrics,
         "language": "en",
         "method": config.row,

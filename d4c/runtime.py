@@ -1,5 +1,5 @@
 """Process-wide runtime helpers: seeding, device selection, the offline switch, intra-op threads, the optimiser
-of every stage, and the CPU memory allocator."""
+of every stage, the CPU memory allocator, and the process share under torchrun / srun."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import os
 import random
 import sys
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
@@ -109,3 +110,31 @@ def tune_cpu_allocator() -> bool:
     _allocator_tuned = bool(mallopt(M_TRIM_THRESHOLD, ALLOCATOR_KEEP_BYTES)
                             and mallopt(M_MMAP_THRESHOLD, ALLOCATOR_KEEP_BYTES))
     return _allocator_tuned
+
+
+@dataclass(frozen=True)
+class ProcessShare:
+    """This process's place among the processes of one job: ``rank`` of ``world`` (0 of 1 when alone)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+
+def process_share() -> ProcessShare:
+    """The share torchrun (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``) or srun (``SLURM_PROCID``,
+    ``SLURM_NTASKS``, ``SLURM_LOCALID``) gave this process; 0 of 1 otherwise."""
+    for rank, world, local in (("RANK", "WORLD_SIZE", "LOCAL_RANK"), ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID")):
+        if rank in os.environ and world in os.environ:
+            share = ProcessShare(int(os.environ[rank]), int(os.environ[world]), int(os.environ.get(local, 0)))
+            if not 0 <= share.rank < share.world:
+                raise D4CError(f"{rank}={share.rank} is not below {world}={share.world}.")
+            return share
+    return ProcessShare()
+
+
+def share_device(name: str, share: ProcessShare) -> str:
+    """``auto`` on a CUDA machine under torchrun / srun: the process's own GPU (``cuda:LOCAL_RANK``)."""
+    if name == "auto" and share.world > 1 and torch.cuda.is_available():
+        return f"cuda:{share.local_rank % torch.cuda.device_count()}"
+    return name

@@ -10,6 +10,11 @@ implied). The images go through the same cache as the pipeline (``--gen_cache_di
 ``--gen_force``), are checkpointed every ``--gen_ckpt_every`` iterations, and the run prints its
 time. ``--summary FILE`` writes a JSON with the settings, timing, loss history, environment and
 FP-model diagnostics of the images (:mod:`d4c.generation.diagnostics`).
+
+Several processes share one generation split into ``--gen_groups K`` groups: ``torchrun
+--nproc_per_node N scripts/generate.py --gen_groups K ...`` (or ``srun``) starts N processes, each
+generates groups rank, rank + N, ... (on its own GPU: ``cuda:LOCAL_RANK``), and rank 0 assembles
+them into the cache and writes the summary; the images are the same for any N.
 """
 
 from __future__ import annotations
@@ -30,14 +35,14 @@ from d4c.config import DFQ, MODEL, RunConfig  # noqa: E402
 from d4c.data.prompts import load_prompt_file  # noqa: E402
 from d4c.environment import environment  # noqa: E402
 from d4c.errors import D4CError  # noqa: E402
-from d4c.generation.cache import NO_CACHE, PseudoImageCache  # noqa: E402
+from d4c.generation.cache import PseudoImageCache  # noqa: E402
 from d4c.generation.diagnostics import image_diagnostics  # noqa: E402
 from d4c.generation.settings import DEFAULT_NUM_IMAGES  # noqa: E402
 from d4c.generation.synthesis import synthesize  # noqa: E402
 from d4c.io import write_json  # noqa: E402
 from d4c.models.loading import load_clip  # noqa: E402
-from d4c.preflight import check_file_target, check_folder_target, check_model  # noqa: E402
-from d4c.runtime import resolve_device, tune_cpu_allocator  # noqa: E402
+from d4c.preflight import check_file_target, check_generation_folders, check_model  # noqa: E402
+from d4c.runtime import process_share, resolve_device, share_device, tune_cpu_allocator  # noqa: E402
 
 PROG = "generate.py"
 logger = logging.getLogger("d4c.scripts.generate")
@@ -68,17 +73,18 @@ def run(args: argparse.Namespace) -> dict:
     config = RunConfig.from_flags(vars(args))
     settings = replace(config.generation, seed=args.seed, num_images=args.num_images)
     # Every output location and what is known about the model, before it is loaded.
-    for folder, parameter in ((config.img_path, "img_path"), (config.gen_cache_dir, "gen_cache_dir")):
-        if folder and folder not in NO_CACHE:
-            check_folder_target(Path(folder).expanduser(), parameter)
+    check_generation_folders(config)
     if args.summary:
         check_file_target(Path(args.summary), "summary", "summary")
     check_model(replace(config, dfq=True, gen_img=True))
-    device = resolve_device(config.device)
+    share = process_share()
+    device = resolve_device(share_device(config.device, share))
     loaded = load_clip(config.model, device, config.model_cache_dir, config.model_type, config.pretrained)
     prompts = load_prompt_file(config.custom_file).prompts()
     outcome = synthesize(settings, loaded, device, prompts, cache=PseudoImageCache.from_flag(config.gen_cache_dir),
-                         force=config.gen_force, img_path=config.img_path, progress=not args.no_progress)
+                         force=config.gen_force, img_path=config.img_path, progress=not args.no_progress, share=share)
+    if not outcome.complete:  # another process of the split generation assembles and reports
+        return {}
     settings = outcome.settings
     diagnostics = image_diagnostics(loaded.model, outcome.images, prompts, outcome.targets)
     logger.info("FP-model diagnostics: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
@@ -109,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; the last checkpoint is kept and the next run resumes from it.", file=sys.stderr)
         return 130
-    if args.summary:
+    if args.summary and record:
         write_json(args.summary, record)
         logger.info(f"Summary written to {args.summary}.")
     return 0

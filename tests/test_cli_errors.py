@@ -106,3 +106,18 @@ def test_in_process_quantization_errors(tmp_path, capsys, fast_qconfig):
     assert "--fp_model" in _main_error(capsys, "--model", "tiny-vit", "--dataset", "digits", "--fp_model",
                                        "--load_quant", "x.quant.pt", "--output", out)
     assert not (tmp_path / "r.json").exists()
+
+
+def test_gen_only_checks_its_outputs_and_inputs_before_the_model_is_loaded(tmp_path, capsys, monkeypatch):
+    import d4c.pipeline
+
+    monkeypatch.setattr(d4c.pipeline, "load_clip", lambda *a, **k: pytest.fail("the model was loaded"))
+    common = ["--model", "tiny-rn", "--dfq", "--gen_img", "--gen_only", "--dataset", "cifar10"]  # no dataset needed
+    (tmp_path / "record.json").mkdir()
+    line = _main_error(capsys, *common, "--output", str(tmp_path / "record.json"))
+    assert "--output" in line and "is a folder, but the run writes its generation record there" in line
+    (tmp_path / "cache").write_text("a file")
+    line = _main_error(capsys, *common, "--output", str(tmp_path / "r.json"), "--gen_cache_dir", str(tmp_path / "cache"))
+    assert "--gen_cache_dir" in line
+    line = _main_error(capsys, *common, "--output", str(tmp_path / "r.json"), "--custom_file", str(tmp_path))
+    assert "--custom_file" in line

@@ -6,8 +6,13 @@ files their SHA-256, or size and modification time above 256 MiB), the method an
 iterations, schedule, seed, input resolution and the generation code's version. Its SHA-256 is
 the key. ``<key>.pt`` holds the images (with D4C's targets and the mean loss of every outer
 iteration; entries written before the loss was kept lack it), ``<key>.json`` the recipe
-(readable), and ``<key>.ckpt.pt`` the resumable checkpoint while a generation is under way.
-Every file is written atomically. The default folder is ``./cache/pseudo_images``.
+(readable), ``<key>.ckpt.pt`` the resumable checkpoint while a generation is under way, and
+``<key>.lock`` the lock of the process generating it (:mod:`d4c.generation.lock`). Every file is
+written atomically. The default folder is ``./cache/pseudo_images``.
+
+A generation split into ``gen_groups`` K > 1 groups (its recipe then holds ``gen_groups``) keeps
+each finished group as an entry of its own (:func:`group_recipe`) until all are there and
+assembled into the whole entry.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import torch
 
 from d4c.errors import D4CError
 from d4c.generation.checkpoint import CheckpointStore
+from d4c.generation.lock import EntryLock
 from d4c.generation.methods import method_class
 from d4c.generation.rows import row_of
 from d4c.generation.settings import GenerationSettings
@@ -80,9 +86,16 @@ def build_recipe(settings: GenerationSettings, model_name: str, model_source: st
         "gen_iter": settings.gen_iter,
         "gen_schedule": settings.gen_schedule,
         "seed": settings.seed,
+        **({"gen_groups": settings.gen_groups} if settings.gen_groups > 1 else {}),  # K = 1 keys stay as they were
         "resolution": resolution,
         "code_version": GENERATION_CODE_VERSION,
     }
+
+
+def group_recipe(whole: dict[str, Any], group_settings: GenerationSettings, group: int, groups: int) -> dict[str, Any]:
+    """The recipe of group ``group`` of ``groups`` of the generation whose recipe is ``whole``."""
+    return {**whole, "num_images": group_settings.num_images, "seed": group_settings.seed,
+            "gen_groups": groups, "group": group}
 
 
 def recipe_key(recipe: dict[str, Any]) -> str:
@@ -110,6 +123,15 @@ class PseudoImageCache:
 
     def recipe_path(self, stem: str) -> Path:
         return self.root / f"{stem}.json"
+
+    def lock(self, stem: str) -> EntryLock:
+        """The lock a process holds while it generates this entry."""
+        return EntryLock(self.root / f"{stem}.lock")
+
+    def remove(self, stem: str) -> None:
+        """Delete an entry's images and recipe (the groups of an assembled generation)."""
+        self.images_path(stem).unlink(missing_ok=True)
+        self.recipe_path(stem).unlink(missing_ok=True)
 
     def checkpoint(self, stem: str, key: str) -> CheckpointStore:
         """The checkpoint store of this recipe."""

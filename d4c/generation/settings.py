@@ -38,6 +38,11 @@ class GenerationSettings:
     gen_schedule: str = flag("reference", "reference: one Adam step per mini-batch, as in the paper; batched: all "
                                           "mini-batches in one pass (SCG negatives within each mini-batch) and one "
                                           "step per pass", choices=SCHEDULES)
+    gen_groups: int = flag(1, "split the generation into K independent groups of images, each with its own "
+                                 "seed (derived from the group index) and optimiser; processes started by torchrun "
+                                 "or srun take groups round-robin, with the same images for any number of "
+                                 "processes; 1 = the paper's one optimisation over all images", metavar="K")
+    """Independent groups of images (1: the reference schedule over all images; part of the recipe only when > 1)."""
     gen_ckpt_every: int = flag(200, "save a generation checkpoint every N outer iterations, 0 for never",
                                metavar="N")
     """Not part of the recipe: how often a resumable checkpoint is written."""
@@ -54,6 +59,9 @@ class GenerationSettings:
         for name in ("num_images", "gen_batch_size", "gen_iter", "gen_lr"):
             if not getattr(self, name) > 0:
                 raise D4CError(f"must be positive, got {getattr(self, name)}.", name)
+        if not 1 <= self.gen_groups <= self.num_images:
+            raise D4CError(f"must be between 1 and the number of images ({self.num_images}), got {self.gen_groups}.",
+                           "gen_groups")
         if self.gen_ckpt_every < 0:
             raise D4CError(f"must be 0 (no checkpoints) or more, got {self.gen_ckpt_every}.", "gen_ckpt_every")
         if self.gen_schedule not in SCHEDULES:

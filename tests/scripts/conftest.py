@@ -20,11 +20,6 @@ def load_script(name: str):
 
 
 @pytest.fixture(scope="session")
-def dfq_table():
-    return load_script("dfq_table")
-
-
-@pytest.fixture(scope="session")
 def generate_script():
     return load_script("generate")
 
@@ -32,8 +27,3 @@ def generate_script():
 @pytest.fixture(autouse=True)
 def _one_thread(one_thread):
     """As in tests/generation: one torch thread (tests/conftest.py)."""
-
-
-@pytest.fixture(scope="session")
-def ptq_table():
-    return load_script("ptq_table")
