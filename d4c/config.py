@@ -22,6 +22,7 @@ from d4c.generation.methods import BASELINE, method_choices, method_class, metho
 from d4c.generation.methods.gaussian import GaussianNoise
 from d4c.generation.rows import row_of, settings_for_row
 from d4c.generation.settings import GenerationSettings, flag
+from d4c.models.family import MODEL_TYPES
 
 DEFAULT_CUSTOM_FILE = "./d4c/template/custom_classnames_templates.json"
 DEFAULT_Q_CONFIG = "./exp/config66.yaml"
@@ -46,9 +47,18 @@ class RunConfig:
     train_split: str = flag("train", "split real calibration images come from", group=DATA)
     model: str = flag("ViT-B/32", "RN50, RN101, RN50x4, RN50x16, RN50x64, ViT-B/32, ViT-B/16, ViT-L/14, "
                                   "ViT-L/14@336px, tiny-vit, tiny-rn (offline zoo), random:<architecture> (timing "
-                                  "only), or a checkpoint file", group=MODEL)
-    model_cache_dir: str | None = flag(None, "where named OpenAI checkpoints are looked up / downloaded (default: "
-                                             "~/.cache/clip)", group=MODEL)
+                                  "only), or a checkpoint file; with --model_type open_clip an open_clip "
+                                  "architecture (ViT-B-32, RN50, ...), tiny-vit, tiny-rn or random:ARCH",
+                 group=MODEL)
+    model_type: str = flag("openai", "model family: openai (OpenAI's clip package) or open_clip (--model is then an "
+                                     "open_clip architecture such as ViT-B-32, RN50, ViT-B-16-quickgelu, tiny-vit, "
+                                     "tiny-rn or random:ARCH, with --pretrained), as clip_benchmark names it",
+                           group=MODEL, choices=MODEL_TYPES)
+    pretrained: str | None = flag(None, "with --model_type open_clip: a pretrained tag of --model (laion2b_s34b_b79k, "
+                                        "datacomp_xl_s13b_b90k, metaclip_400m, openai, ...) looked up in "
+                                        "--model_cache_dir, or a checkpoint file", group=MODEL, metavar="TAG_OR_FILE")
+    model_cache_dir: str | None = flag(None, "where named checkpoints are looked up / downloaded (default: "
+                                             "~/.cache/clip; open_clip tags: the Hugging Face hub cache)", group=MODEL)
     device: str = flag("auto", "auto (CUDA when available), cpu, cuda or cuda:N", group=MODEL)
     compile: str = flag("auto", "torch.compile the reconstruction and generation steps: auto (only where measured to "
                                 "pay: CPU reconstruction of 2000+ steps per unit), on, off; compiled kernels round "
@@ -61,8 +71,9 @@ class RunConfig:
                                    group=QUANT, type=int, metavar="N")
     load_quant: str | None = flag(None, "evaluate a saved quantized model (the *.quant.safetensors every quantized "
                                         "run writes next to its result; earlier *.quant.pt files too) without "
-                                        "calibrating again; --model must be the model it was made from (the same "
-                                        "name or checkpoint content)", group=QUANT, metavar="PATH")
+                                        "calibrating again; --model (and --model_type, --pretrained) must be the ones "
+                                        "it was made from (the same name or checkpoint content)", group=QUANT,
+                                  metavar="PATH")
     range_cache_dir: str = flag(DEFAULT_RANGE_CACHE_DIR, "cache of calibrated weight ranges, reused by every run with "
                                                          "the same weights and weight-quantizer settings (they do not "
                                                          "depend on the calibration data); 'none' turns it off",
@@ -87,8 +98,8 @@ class RunConfig:
     seed: int = flag(0, "seeds torch, numpy and python's random", group=OUTPUT)
     batch_size: int = flag(64, "evaluation batch size", group=OUTPUT)
     num_workers: int = flag(4, "evaluation data-loader workers", group=OUTPUT)
-    output: str = flag("result.json", "result JSON; may be a template with {dataset}, {model}, {task}, {method}, "
-                                      "{q_config}, {seed}, {recon}", group=OUTPUT)
+    output: str = flag("result.json", "result JSON; may be a template with {dataset}, {model}, {pretrained}, "
+                                      "{model_type}, {task}, {method}, {q_config}, {seed}, {recon}", group=OUTPUT)
     skip_existing: bool = flag(False, "skip the run if the result file exists", group=OUTPUT)
     no_amp: bool = flag(False, "disable autocast during evaluation (used on CUDA only)", group=OUTPUT)
 
@@ -126,6 +137,11 @@ class RunConfig:
                 raise D4CError(f"must be one of {', '.join(map(str, known[name].choices))}, got {value!r}.", name)
         if self.dfq and self.gen_img and self.generation.method != BASELINE:
             method_class(self.generation.method).check_options(self.generation)
+        if self.model_type not in MODEL_TYPES:
+            raise D4CError(f"must be one of {', '.join(MODEL_TYPES)}, got {self.model_type!r}.", "model_type")
+        if self.pretrained is not None and self.model_type == "openai":
+            raise D4CError(f"--pretrained {self.pretrained} applies to --model_type open_clip only (OpenAI models are "
+                           "named by --model alone).")
         if self.load_quant and self.fp_model:
             raise D4CError("--load_quant evaluates a saved quantized model: drop --fp_model or --load_quant.")
         if self.gen_img and not self.dfq:

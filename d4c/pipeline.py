@@ -30,7 +30,8 @@ from d4c.generation.methods import method_class
 from d4c.generation.rows import row_of
 from d4c.generation.settings import GenerationSettings
 from d4c.generation.synthesis import SynthesisOutcome
-from d4c.models.identity import model_identity
+from d4c.models.family import family_of
+from d4c.models.identity import ModelIdentity, model_identity
 from d4c.models.loading import LoadedModel, load_clip
 from d4c.preflight import check_generation, check_run, finished_result
 from d4c.quantization.calibration import calibrate
@@ -78,16 +79,45 @@ def _warn_ignored(config: RunConfig) -> None:
                           "evaluated as it is).", stacklevel=3)
 
 
+def _model_words(model: str | None, model_type: str, pretrained: str | None) -> str:
+    """How a model is selected, as flags: ``--model ViT-B-32 --model_type open_clip --pretrained TAG``."""
+    words = f"--model {model}"
+    if model_type != "openai":
+        words += f" --model_type {model_type}"
+    return words + (f" --pretrained {pretrained}" if pretrained is not None else "")
+
+
+def _identity(config: RunConfig) -> ModelIdentity:
+    """The identity of the run's model (:mod:`d4c.models.identity`): which weights, in which family."""
+    return model_identity(config.model, config.model_type, config.pretrained)
+
+
+def _model_fields(config: RunConfig) -> dict[str, Any]:
+    """The model's identity beyond ``--model`` (for checkpoints and saved models); empty for OpenAI models,
+    whose records keep their earlier form."""
+    if config.model_type == "openai":
+        return {}
+    return {"model_type": config.model_type, "pretrained": config.pretrained}
+
+
 def _plan_quantization(config: RunConfig) -> QuantPlan | None:
     """Read and validate the quantization inputs (config file, prompts, saved state); None for FP runs."""
     if config.fp_model:
         return None
     if config.load_quant:
         saved = load_quant_state(config.load_quant)
-        identity = model_identity(config.model)
-        if not identity.matches(saved.get("model_identity"), saved.get("model")):
-            raise D4CError(f"--load_quant {config.load_quant} holds a quantized {saved.get('model')}, not --model "
-                           f"{identity.describe()}; pass --model {saved.get('model')} (or the same checkpoint file).")
+        identity = _identity(config)
+        recorded = saved.get("model_identity") if isinstance(saved.get("model_identity"), dict) else {}
+        if not identity.matches(recorded, saved.get("model")):
+            if identity.model_type is None and not recorded.get("model_type"):
+                raise D4CError(f"--load_quant {config.load_quant} holds a quantized {saved.get('model')}, not --model "
+                               f"{identity.describe()}; pass --model {saved.get('model')} (or the same checkpoint "
+                               "file).")
+            info = saved.get("info", {})
+            made_from = (saved.get("model"), recorded.get("model_type") or "openai", info.get("pretrained"))
+            raise D4CError(f"--load_quant {config.load_quant} holds a quantized {_model_words(*made_from)}, not "
+                           f"{_model_words(config.model, config.model_type, config.pretrained)}; pass the flags "
+                           "it was made with (the same weights).")
         return QuantPlan(qconfig_from_dict(saved["q_config"], saved.get("q_config_path", "")), saved=saved)
     return QuantPlan(load_qconfig(config.q_config, config.recon_iters), prompts=load_prompt_file(config.custom_file))
 
@@ -129,7 +159,7 @@ def generate_only(config: RunConfig) -> dict[str, Any]:
     """``--gen_only``: the run's pseudo images into the cache (this process's share of a split generation under
     torchrun / srun), and a generation record at ``--output`` (rank 0)."""
     output = output_path(config)
-    if config.skip_existing and finished_result(output, model_identity(config.model)):
+    if config.skip_existing and finished_result(output, _identity(config)):
         logger.info(f"Skipping: {output} holds this model's generation record (--skip_existing).")
         return {}
     check_generation(config, output)
@@ -138,7 +168,7 @@ def generate_only(config: RunConfig) -> dict[str, Any]:
     device = resolve_device(share_device(config.device, share))
     timer = StageTimer()
     with timer.stage("load_model"):
-        loaded = load_clip(config.model, device, config.model_cache_dir)
+        loaded = load_clip(config.model, device, config.model_cache_dir, config.model_type, config.pretrained)
     settings = config.pseudo_image_settings(plan.qconfig.calibrate.visual)
     outcome = _pseudo_images(config, plan, loaded, device, timer, settings, share)
     record = build_record(config, {}, timer, device, task=GENERATION_TASK, extra=timer.parts)
@@ -153,7 +183,7 @@ def _calibrate(config: RunConfig, plan: QuantPlan, model: torch.nn.Module, image
     """Quantize and calibrate ``model`` in place; return the calibration texts and the record's part."""
     with timer.stage("calibration"):
         tokens = calibration_tokens(templates, plan.prompts, plan.qconfig.calibrate.text, config.seed,
-                                    getattr(model, "context_length", 77)).to(device)
+                                    tokenize=family_of(model).tokenize).to(device)
         quantize_clip(model, plan.qconfig)
         weights = calibrate(model, images, tokens, range_cache=WeightRangeCache.from_flag(config.range_cache_dir))
     logger.info(f"Calibrated on {images.shape[0]} {config.row} images and {tokens.shape[0]} texts "
@@ -184,7 +214,7 @@ def _reconstruct(config: RunConfig, plan: QuantPlan, model: torch.nn.Module, ima
     qconfig = plan.qconfig
     # The images' digest, not their recipe: a checkpoint made on other pseudo images (another
     # --gen_iter, schedule, learning rate or generation-code version) must never be resumed.
-    fingerprint = {"model": config.model, "q_config": qconfig.as_dict(), "seed": config.seed,
+    fingerprint = {"model": config.model, **_model_fields(config), "q_config": qconfig.as_dict(), "seed": config.seed,
                    "method": config.row, "dataset": config.dataset, "custom_file": config.custom_file,
                    "images": list(images.shape), "images_sha256": _tensor_sha256(images),
                    "texts": list(tokens.shape)}
@@ -221,7 +251,7 @@ def _quantize(config: RunConfig, loaded: LoadedModel, templates: list[str], plan
     state_path = quant_state_path(output)
     save_quant_state(state_path, model, plan.qconfig, config.model,
                      info={"method": config.row, "recon": bool(config.recon), "seed": config.seed,
-                           "dataset": config.dataset}, identity=model_identity(config.model).as_dict())
+                           "dataset": config.dataset, **_model_fields(config)}, identity=_identity(config).as_dict())
     return model, {**part, **timer.parts, "quant_state": str(state_path)}
 
 
@@ -230,7 +260,7 @@ def run(config: RunConfig) -> dict[str, Any] | None:
     if config.gen_only:
         return generate_only(config)
     output = output_path(config)
-    if config.skip_existing and finished_result(output, model_identity(config.model)):
+    if config.skip_existing and finished_result(output, _identity(config)):
         logger.info(f"Skipping: {output} holds this model's result (--skip_existing).")
         return None
     check_run(config, output)
@@ -241,8 +271,9 @@ def run(config: RunConfig) -> dict[str, Any] | None:
 
     timer = StageTimer()
     with timer.stage("load_model"):
-        loaded = load_clip(config.model, device, config.model_cache_dir)
-    logger.info(f"Loaded {config.model} ({loaded.source}) on {device}, input {loaded.resolution} px.")
+        loaded = load_clip(config.model, device, config.model_cache_dir, config.model_type, config.pretrained)
+    logger.info(f"Loaded {config.model} ({loaded.model_type}: {loaded.source}) on {device}, input "
+                f"{loaded.resolution} px.")
     eval_set = build_dataset(config.dataset, config.dataset_root, config.split, loaded.preprocess)
 
     model, quant_part = loaded.model, {}

@@ -10,7 +10,8 @@
 * the inputs that are files: ``--q_config`` and ``--custom_file`` (a folder is not a file);
 * the datasets (layout and content, :func:`d4c.data.datasets.check_dataset`);
 * the model, as far as it is known without loading it: the OpenAI cache entry (folder, file,
-  checksum, offline) and the image tower's family against ``--gen_method bns`` / ``pse``.
+  checksum, offline), or open_clip's architecture, tag and cache entry (``--model_type open_clip``),
+  and the image tower's family against ``--gen_method bns`` / ``pse``.
 
 :func:`check_generation` is the same for ``--gen_only`` (its record, the cache and PNG folders, the
 input files and the model; no dataset).
@@ -116,11 +117,18 @@ def check_model(config: RunConfig) -> None:
     method = config.generation.method
     needs = _FAMILY_METHODS.get(method) if config.dfq and config.gen_img and not config.fp_model \
         and not config.load_quant else None
-    if needs is not None:
-        family = model_family(config.model)
-        if family is not None and family != needs[0]:
-            raise D4CError(f"{method} ({method.upper()}) needs {needs[1]}, but {config.model} is "
-                           f"{_FAMILY_NAMES[family]}: use {needs[2]} or baseline.", "method")
+    if config.model_type == "open_clip":
+        # open_clip's architecture, tag or file, and its cache entry; the tower is known from the config
+        from d4c.models.open_clip_loading import check_open_clip_model
+
+        family = check_open_clip_model(config.model, config.pretrained, config.model_cache_dir)
+    else:
+        family = model_family(config.model) if needs is not None else None
+    if needs is not None and family is not None and family != needs[0]:
+        raise D4CError(f"{method} ({method.upper()}) needs {needs[1]}, but {config.model} is "
+                       f"{_FAMILY_NAMES[family]}: use {needs[2]} or baseline.", "method")
+    if config.model_type != "openai":
+        return
     if config.model in clip.available_models():
         check_openai_cache(config.model, config.model_cache_dir)
     elif os.path.isfile(config.model):
@@ -137,6 +145,13 @@ def check_run(config: RunConfig, output: Path) -> None:
     if _writes_quantized_model(config) and not config.dfq:
         check_dataset(config.dataset, config.dataset_root, config.train_split)
     check_model(config)
+
+
+def _describe_recorded(recorded: dict, name: str | None) -> str | None:
+    try:
+        return ModelIdentity(**recorded).describe()
+    except TypeError:  # not a recorded identity
+        return name
 
 
 def check_generation_folders(config: RunConfig) -> None:
@@ -173,6 +188,9 @@ def finished_result(output: Path, identity: ModelIdentity) -> bool:
     if identity.matches(record.get("model_identity"), record.get("model")):
         return True
     recorded = record.get("model_identity") if isinstance(record.get("model_identity"), dict) else {}
-    raise D4CError(f"{output} exists and holds a result of {recorded.get('name') or record.get('model')}, not of "
+    made_by = recorded.get("name") or record.get("model")
+    if recorded.get("model_type") or identity.model_type:  # the families tell apart what the names do not
+        made_by = _describe_recorded(recorded, made_by)
+    raise D4CError(f"{output} exists and holds a result of {made_by}, not of "
                    f"{identity.describe()}: add {{model}} to its template (or drop --skip_existing to overwrite it).",
                    "output")

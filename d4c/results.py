@@ -1,6 +1,7 @@
 """The result file: one JSON per run, written atomically.
 
-It holds clip_benchmark's keys (``dataset``, ``model``, ``task``, ``metrics``, ``language``),
+It holds clip_benchmark's keys (``dataset``, ``model``, ``pretrained``, ``task``, ``metrics``,
+``language``; and ``model_type``, its flag),
 then everything needed to know how the figure was made: the paper-table row (``method``,
 ``recon``), every flag, the quantization config, the seed, per-stage timings, package
 versions, the device, and each stage's peak memory.
@@ -23,13 +24,23 @@ from d4c.config import RunConfig
 from d4c.environment import environment, package_versions
 from d4c.errors import D4CError
 from d4c.io import slug, write_json
-from d4c.models.identity import model_identity
+from d4c.models.identity import SLUG_DIGEST_CHARS, file_sha256, model_identity
 
 TASK = "zeroshot_classification"
 GENERATION_TASK = "generation"
 """The task of a ``--gen_only`` record: pseudo images made (or found in the cache), nothing evaluated."""
 STAGES = ("load_model", "generation", "calibration", "reconstruction", "evaluation")
-OUTPUT_KEYS = ("dataset", "model", "task", "method", "q_config", "seed", "recon")
+OUTPUT_KEYS = ("dataset", "model", "pretrained", "model_type", "task", "method", "q_config", "seed", "recon")
+
+
+def pretrained_label(pretrained: str | None) -> str:
+    """``{pretrained}`` of ``--output``: a tag, or a checkpoint file's stem and a short digest of its content
+    (unique per file, as ``{model}`` is); ``none`` unset."""
+    if pretrained is None:
+        return "none"
+    if os.path.isfile(pretrained):
+        return f"{slug(Path(pretrained).stem)}-{file_sha256(pretrained)[:SLUG_DIGEST_CHARS]}"
+    return pretrained
 
 
 def output_path(config: RunConfig) -> Path:
@@ -37,7 +48,9 @@ def output_path(config: RunConfig) -> Path:
     file its stem and a short digest of its content, unless it is an OpenAI checkpoint)."""
     values = {
         "dataset": slug(config.dataset),
-        "model": model_identity(config.model).slug(),
+        "model": model_identity(config.model, config.model_type, config.pretrained).slug(),
+        "pretrained": slug(pretrained_label(config.pretrained)),
+        "model_type": config.model_type,
         "task": TASK,
         "method": config.row,
         "q_config": "fp" if config.fp_model else slug(Path(config.q_config).stem),
@@ -129,7 +142,9 @@ def build_record(config: RunConfig, metrics: dict[str, float], timer: StageTimer
     record: dict[str, Any] = {
         "dataset": config.dataset,
         "model": config.model,
-        "model_identity": model_identity(config.model).as_dict(),
+        "pretrained": config.pretrained,
+        "model_type": config.model_type,
+        "model_identity": model_identity(config.model, config.model_type, config.pretrained).as_dict(),
         "task": task,
         "metrics": metrics,
         "language": "en",

@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> dict:
     check_model(replace(config, dfq=True, gen_img=True))
     share = process_share()
     device = resolve_device(share_device(config.device, share))
-    loaded = load_clip(config.model, device, config.model_cache_dir)
+    loaded = load_clip(config.model, device, config.model_cache_dir, config.model_type, config.pretrained)
     prompts = load_prompt_file(config.custom_file).prompts()
     outcome = synthesize(settings, loaded, device, prompts, cache=PseudoImageCache.from_flag(config.gen_cache_dir),
                          force=config.gen_force, img_path=config.img_path, progress=not args.no_progress, share=share)
@@ -90,7 +90,8 @@ def run(args: argparse.Namespace) -> dict:
     logger.info("FP-model diagnostics: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                                       for k, v in diagnostics.items()))
     return {
-        "model": config.model, "settings": settings.as_dict(), "environment": environment(device),
+        "model": config.model, "model_type": config.model_type, "pretrained": config.pretrained,
+        "settings": settings.as_dict(), "environment": environment(device),
         "from_cache": outcome.from_cache, "cache_path": str(outcome.cache_path) if outcome.cache_path else None,
         "generation_seconds": round(outcome.generation_seconds, 3),
         "seconds_per_iteration": (round(outcome.generation_seconds / max(settings.gen_iter - outcome.resumed_from, 1), 4)

@@ -13,6 +13,7 @@ import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import clip
 import torch
@@ -83,7 +84,14 @@ def calibration_texts(templates: list[str] | tuple[str, ...], classnames: list[s
 
 
 def calibration_tokens(templates: list[str] | tuple[str, ...], prompts: PromptSet, count: int, seed: int,
-                       context_length: int = 77) -> torch.Tensor:
-    """The calibration texts, tokenized: ``[count, context_length]`` (fewer rows if there are fewer texts)."""
+                       context_length: int = 77,
+                       tokenize: Callable[[list[str]], torch.Tensor] | None = None) -> torch.Tensor:
+    """The calibration texts, tokenized: ``[count, context_length]`` (fewer rows if there are fewer texts).
+
+    ``tokenize`` is the model's tokenizer (:attr:`d4c.models.family.ClipFamily.tokenize`); by default
+    OpenAI CLIP's, with ``context_length``.
+    """
     texts = calibration_texts(templates, prompts.classnames, count, seed)
+    if tokenize is not None:
+        return tokenize(texts)
     return clip.tokenize(texts, context_length=context_length, truncate=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torchvision.transforms import CenterCrop, Compose, InterpolationMode, Normalize, Resize, ToTensor
 
@@ -25,8 +27,13 @@ def clip_transform(resolution: int) -> Compose:
     ])
 
 
-def denormalize(images: torch.Tensor) -> torch.Tensor:
-    """Map normalised CLIP pixels (``B x 3 x H x W``) back to [0, 1]-scaled RGB (not clipped)."""
-    mean = torch.tensor(CLIP_MEAN, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+def denormalize(images: torch.Tensor, mean: Sequence[float] = CLIP_MEAN,
+                std: Sequence[float] = CLIP_STD) -> torch.Tensor:
+    """Map normalised pixels (``B x 3 x H x W``) back to [0, 1]-scaled RGB (not clipped).
+
+    ``mean`` / ``std`` are the model's normalisation (OpenAI CLIP's by default; open_clip models may
+    use others, :attr:`d4c.models.family.ClipFamily.mean`).
+    """
+    mean = torch.tensor(mean, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(std, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
     return images * std + mean

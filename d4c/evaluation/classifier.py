@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import clip
 import torch
@@ -33,22 +33,33 @@ from clip.model import CLIP
 
 PROMPT_BATCH = 512
 """Prompts per text-encoder call."""
-_TOKEN_MEMO: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+_TOKEN_MEMO: dict[tuple[str, int | None], tuple[torch.Tensor, torch.Tensor]] = {}
+_TOKENIZERS: dict[int, Callable] = {}
+"""The tokenizers of the memo's keys, kept alive so that their ids are never reused."""
 
 
-def prompt_tokens(classnames: Sequence[str], templates: Sequence[str] | dict,
-                  context_length: int = 77) -> tuple[torch.Tensor, torch.Tensor]:
+def prompt_tokens(classnames: Sequence[str], templates: Sequence[str] | dict, context_length: int = 77,
+                  tokenize: Callable[[list[str]], torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(tokens [P, context_length], class index [P])`` of every prompt, class by class as clip_benchmark
-    orders them; computed once per process for the same classes, templates and context length."""
-    key = hashlib.sha256(json.dumps([list(classnames), templates if isinstance(templates, dict) else list(templates),
-                                     context_length]).encode()).hexdigest()
+    orders them; computed once per process for the same classes, templates and tokenizer.
+
+    ``tokenize`` is the model's tokenizer (a stable object, :attr:`d4c.models.family.ClipFamily.tokenizer`);
+    by default OpenAI CLIP's with ``context_length``.
+    """
+    texts_key = hashlib.sha256(json.dumps([list(classnames), templates if isinstance(templates, dict)
+                                           else list(templates), context_length]).encode()).hexdigest()
+    key = (texts_key, None if tokenize is None else id(tokenize))
     if key not in _TOKEN_MEMO:
         texts, owner = [], []
         for index, name in enumerate(classnames):
             filled = templates[name] if isinstance(templates, dict) else [t.format(c=name) for t in templates]
             texts.extend(filled)
             owner.extend([index] * len(filled))
-        tokens = clip.tokenize(texts, context_length=context_length, truncate=True)
+        if tokenize is None:
+            tokens = clip.tokenize(texts, context_length=context_length, truncate=True)
+        else:
+            tokens = tokenize(texts)
+            _TOKENIZERS[id(tokenize)] = tokenize
         _TOKEN_MEMO[key] = tokens, torch.tensor(owner)
     return _TOKEN_MEMO[key]
 
@@ -88,10 +99,11 @@ def encode_text_cut(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tenso
 @torch.no_grad()
 def zeroshot_classifier(model: torch.nn.Module, classnames: Sequence[str], templates: Sequence[str] | dict,
                         device: torch.device | str, amp: bool = False, context_length: int = 77,
-                        batch_size: int = PROMPT_BATCH) -> torch.Tensor:
+                        batch_size: int = PROMPT_BATCH,
+                        tokenize: Callable[[list[str]], torch.Tensor] | None = None) -> torch.Tensor:
     """``[embed_dim, classes]``: clip_benchmark's zero-shot classifier (see the module docstring)."""
     device = torch.device(device)
-    tokens, owner = prompt_tokens(classnames, templates, context_length)
+    tokens, owner = prompt_tokens(classnames, templates, context_length, tokenize)
     order = torch.argsort(tokens.argmax(dim=-1), stable=True)  # similar lengths share a batch
     sums = None
     with torch.autocast(device.type, enabled=amp):

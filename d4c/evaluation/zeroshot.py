@@ -10,15 +10,15 @@ quantized weights are fake-quantized once for the whole evaluation
 from __future__ import annotations
 
 import tempfile
-from functools import partial
 from pathlib import Path
+from typing import Callable, Sequence
 
-import clip
 import torch
 from clip_benchmark.metrics import zeroshot_classification
 from torch.utils.data import DataLoader, Dataset
 
 from d4c.evaluation.classifier import zeroshot_classifier
+from d4c.models.family import family_of
 from d4c.quantization.frozen import precomputed_weights
 
 
@@ -29,12 +29,13 @@ def evaluate_zeroshot(
     batch_size: int = 64,
     num_workers: int = 4,
     amp: bool = True,
-    context_length: int | None = None,
+    tokenizer: Callable[[Sequence[str]], torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """Zero-shot metrics of ``model`` (anything with ``encode_image``/``encode_text``) on ``dataset``.
 
     ``dataset`` must carry ``classes`` and ``templates`` (as clip_benchmark's datasets do).
-    Autocast is used only on CUDA and only when ``amp`` is true.
+    Autocast is used only on CUDA and only when ``amp`` is true. ``tokenizer`` defaults to the
+    model's own (:func:`d4c.models.family.family_of`: its tokenizer and context length).
     """
     device = torch.device(device)
     if device.type == "cuda" and device.index is not None:
@@ -47,13 +48,12 @@ def evaluate_zeroshot(
         pin_memory=device.type == "cuda",
         persistent_workers=False,
     )
-    context_length = context_length or getattr(model, "context_length", 77)
-    tokenizer = partial(clip.tokenize, context_length=context_length, truncate=True)
+    tokenizer = tokenizer or family_of(model).tokenizer
     amp = amp and device.type == "cuda"
     model.eval()
     with precomputed_weights(model), tempfile.TemporaryDirectory(prefix="d4c-classifier-") as folder:
         classifier = zeroshot_classifier(model, dataset.classes, dataset.templates, device, amp=amp,
-                                         context_length=context_length)
+                                         tokenize=tokenizer)
         path = Path(folder) / "classifier.pt"
         torch.save(classifier.cpu(), path)
         metrics = zeroshot_classification.evaluate(

@@ -58,8 +58,11 @@ def model_identity(name: str, source: str) -> dict[str, Any]:
     """What identifies a loaded model's weights: a file's content for files, the name otherwise.
 
     OpenAI names (``source`` ``openai:NAME``) are verified against their SHA-256 by ``clip`` and
-    random architectures are seeded, so their name identifies the weights.
+    random architectures are seeded, so their name identifies the weights; an open_clip tag whose
+    file could not be located after its download (``open_clip:ARCH:TAG``) is identified by that source.
     """
+    if source.startswith("open_clip:"):
+        return {"name": source}
     path = Path(source)
     if not source.startswith(("openai:", "random")) and path.is_file():
         return {"file": file_identity(path)}
@@ -67,10 +70,15 @@ def model_identity(name: str, source: str) -> dict[str, Any]:
 
 
 def build_recipe(settings: GenerationSettings, model_name: str, model_source: str, resolution: int,
-                 prompts: Sequence[str] | None) -> dict[str, Any]:
-    """The recipe of one generation (what its images depend on); ``settings.method`` is a registered method."""
+                 prompts: Sequence[str] | None, model_type: str = "openai") -> dict[str, Any]:
+    """The recipe of one generation (what its images depend on); ``settings.method`` is a registered method.
+
+    The same weights run through another family (``model_type``: open_clip instead of OpenAI's ``clip``)
+    give images that differ by float rounding, so open_clip recipes also name their family.
+    """
+    identity = model_identity(model_name, model_source)
     return {
-        "model": model_identity(model_name, model_source),
+        "model": identity if model_type == "openai" else {**identity, "model_type": model_type},
         "method": settings.method,
         **method_class(settings.method).recipe_fields(settings, prompts),
         "num_images": settings.num_images,

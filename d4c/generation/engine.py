@@ -29,6 +29,7 @@ from d4c.generation.methods import method_class, resolve_method
 from d4c.generation.rows import row_of
 from d4c.generation.schedules import schedule_steps
 from d4c.generation.settings import GenerationSettings
+from d4c.models.family import family_of
 from d4c.runtime import adam
 
 STEP_SEED_OFFSET = 0x5EED  # the per-step generator's seed is seed + this (distinct from the setup stream)
@@ -199,7 +200,7 @@ def generate(model: torch.nn.Module, settings: GenerationSettings, device: torch
     if cls.trains_generator:
         return cls.train_and_draw(model, settings, device, prompts, checkpoint=checkpoint, trained=trained,
                                   progress=progress, on_iteration=on_iteration)
-    resolution = int(model.visual.input_resolution)
+    resolution = family_of(model).resolution
     images, setup_generator = initial_images(settings.num_images, resolution, settings.seed)
     images = images.to(device)
     if not cls.optimizes:

@@ -10,7 +10,9 @@
 * ResNet image towers on the CPU take their input in channels-last memory format (oneDNN's
   preferred layout; about 20 % faster forward + backward here); values are identical.
 
-Both are checked against the unmodified encoder in ``tests/generation/test_fastpaths.py``.
+They apply to both model families (OpenAI's and open_clip's ViTs and ModifiedResNets share these
+layers; :func:`d4c.models.family.family_of` tells the kinds apart); other image towers run
+unmodified. All are checked against the unmodified encoder in ``tests/generation/test_fastpaths.py``.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator
 
-import clip
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from d4c.models.family import RESNET, VIT, family_of
 
 _MISSING = object()
 
@@ -42,7 +45,7 @@ def _is_patch_conv(conv: nn.Module) -> bool:
 
 
 def conv_batchnorm_pairs(visual: nn.Module) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
-    """(conv, BN) pairs where the BN is applied directly to the conv's output in CLIP's ModifiedResNet:
+    """(conv, BN) pairs where the BN is applied directly to the conv's output in a ModifiedResNet (either family):
     ``bnK(convK(x))`` in the stem and every Bottleneck, and the downsample branch's ``"0"``, ``"1"``."""
     pairs = []
     for module in visual.modules():
@@ -75,13 +78,13 @@ def _override(module: nn.Module, forward, saved: list) -> None:
 def fast_image_encoder(model: nn.Module, fold_batchnorm: bool = True) -> Iterator[None]:
     """While active: a ViT's patch embedding runs as a matmul; a ResNet's BatchNorms (eval mode) are
     folded into their convolutions when ``fold_batchnorm``. Everything is restored on exit, even on error."""
-    visual = model.visual
+    visual, kind = model.visual, family_of(model).image_kind
     saved: list = []
     try:
         conv = getattr(visual, "conv1", None)
-        if isinstance(visual, clip.model.VisionTransformer) and _is_patch_conv(conv):
+        if kind == VIT and _is_patch_conv(conv):
             _override(conv, lambda images, conv=conv: patch_embedding(conv, images), saved)
-        if fold_batchnorm and isinstance(visual, clip.model.ModifiedResNet):
+        if fold_batchnorm and kind == RESNET:
             for conv, bn in conv_batchnorm_pairs(visual):
                 if bn.training or not bn.track_running_stats:
                     continue
@@ -100,6 +103,6 @@ def fast_image_encoder(model: nn.Module, fold_batchnorm: bool = True) -> Iterato
 
 def encode_images(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """``model.encode_image(images)``, with channels-last input for ResNet towers on the CPU."""
-    if images.device.type == "cpu" and isinstance(model.visual, clip.model.ModifiedResNet):
+    if images.device.type == "cpu" and family_of(model).image_kind == RESNET:
         images = images.contiguous(memory_format=torch.channels_last)
     return model.encode_image(images)

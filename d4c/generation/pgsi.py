@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 from typing import Sequence
 
-import clip
 import torch
 import torch.nn.functional as F
+
+from d4c.models.family import family_of
 
 TAU = 0.1
 TEXT_CHUNK = 256  # prompts per text-encoder forward (bounds memory for long prompt files)
@@ -20,8 +21,8 @@ TEXT_CHUNK = 256  # prompts per text-encoder forward (bounds memory for long pro
 
 @torch.no_grad()
 def encode_text_targets(model: torch.nn.Module, prompts: Sequence[str], device: torch.device) -> torch.Tensor:
-    """``K x D`` L2-normalised text features of ``prompts`` (float32, on ``device``)."""
-    tokens = clip.tokenize(list(prompts), truncate=True).to(device)
+    """``K x D`` L2-normalised text features of ``prompts`` (float32, on ``device``; the model's own tokenizer)."""
+    tokens = family_of(model).tokenize(list(prompts)).to(device)
     features = [model.encode_text(tokens[i:i + TEXT_CHUNK]).float() for i in range(0, len(tokens), TEXT_CHUNK)]
     return F.normalize(torch.cat(features), dim=-1)
 

@@ -159,7 +159,7 @@ def _generate_groups(settings: GenerationSettings, loaded: LoadedModel, device: 
     """``settings.gen_groups`` independent generations (each group its own images, seed and optimiser) assembled
     in group order. Process ``share.rank`` of ``share.world`` generates groups rank, rank + world, ...; rank 0
     then waits for (or, when nobody holds them, generates) the others and stores the whole entry."""
-    recipe = build_recipe(settings, loaded.name, loaded.source, loaded.resolution, prompts)
+    recipe = build_recipe(settings, loaded.name, loaded.source, loaded.resolution, prompts, loaded.model_type)
     key = recipe_key(recipe)
     stem = cache.stem(key, loaded.name, settings) if cache is not None else None
     stored = cache.load(stem, key) if cache is not None and not force else None
@@ -249,7 +249,7 @@ def synthesize(settings: GenerationSettings, loaded: LoadedModel, device: torch.
     if method.optimizes and settings.gen_groups > 1:
         outcome = _generate_groups(settings, loaded, device, prompts, cache, force, progress, share)
     elif method.optimizes:
-        recipe = build_recipe(settings, loaded.name, loaded.source, loaded.resolution, prompts)
+        recipe = build_recipe(settings, loaded.name, loaded.source, loaded.resolution, prompts, loaded.model_type)
         stem = cache.stem(recipe_key(recipe), loaded.name, settings) if cache is not None else None
         outcome = _generate_entry(settings, loaded, device, prompts, cache, force, progress, recipe, stem)
     else:
@@ -259,7 +259,8 @@ def synthesize(settings: GenerationSettings, loaded: LoadedModel, device: torch.
                     f"(seed {settings.seed}).")
     outcome.prompts = prompts
     if img_path is not None and outcome.complete:
-        paths = save_png_images(outcome.images, img_path, outcome.captions())
+        family = loaded.family
+        paths = save_png_images(outcome.images, img_path, outcome.captions(), family.mean, family.std)
         logger.info(f"Wrote {len(paths)} PNG files to {img_path}.")
     outcome.seconds = time.perf_counter() - began
     return outcome

@@ -4,7 +4,10 @@
 * a checkpoint path: the SHA-256 of the file's content, and the OpenAI name whose checksum it has,
   if any (a genuine ``ViT-B-32.pt`` given as a path *is* ``ViT-B/32``);
 * a zoo model: the SHA-256 of its shipped checkpoint;
-* ``random:<architecture>``: the name (the weights are seeded).
+* ``random:<architecture>``: the name (the weights are seeded);
+* an open_clip model (``--model_type open_clip``): its family and ``--pretrained`` too (the
+  architecture and tag, or the SHA-256 of the checkpoint file; a zoo model's checksum): the same
+  weights through another family are another model for results and saved quantized models.
 
 Two runs use the same model exactly when their identities' :meth:`ModelIdentity.key` agree. The
 result file records the identity; ``--output``'s ``{model}`` is :meth:`ModelIdentity.slug`, unique
@@ -55,21 +58,25 @@ class ModelIdentity:
     name: str
     """``--model`` as given."""
     kind: str
-    """openai, file, zoo or random."""
+    """openai, file, zoo, random, or tag (an open_clip pretrained tag)."""
     sha256: str | None = None
     """SHA-256 of the checkpoint (OpenAI: the published one; files and zoo: their content)."""
     path: str | None = None
     """The resolved checkpoint path (files only)."""
     openai_name: str | None = None
     """The OpenAI model whose published checksum the file has (files only)."""
+    model_type: str | None = None
+    """``open_clip`` for open_clip models; None (not recorded) for OpenAI's family."""
+    pretrained: str | None = None
+    """open_clip's ``--pretrained`` tag (a checkpoint file's is identified by ``sha256``)."""
 
     def key(self) -> str:
-        """Equal for two values exactly when they name the same weights."""
-        return f"sha256:{self.sha256}" if self.sha256 else f"name:{self.name}"
+        """Equal for two values exactly when they name the same weights (in the same family)."""
+        return _key(self.as_dict())
 
     def slug(self) -> str:
         """``{model}`` of ``--output``: the name, or for a checkpoint file its stem and a short digest."""
-        if self.kind == "file":
+        if self.kind == "file" and self.model_type is None:  # open_clip's: the architecture ({pretrained}: the file)
             if self.openai_name:
                 return slug(self.openai_name)
             return f"{slug(Path(self.name).stem)}-{self.sha256[:SLUG_DIGEST_CHARS]}"
@@ -77,7 +84,10 @@ class ModelIdentity:
 
     def describe(self) -> str:
         """A short human label: the name and, where there is one, the start of the checksum."""
-        if self.kind == "file":
+        if self.model_type is not None:
+            weights = self.pretrained or (f"sha256 {self.sha256[:12]}…" if self.sha256 else None)
+            return f"{self.name} ({self.model_type}{f', {weights}' if weights else ''})"
+        if self.kind == "file" and self.model_type is None:
             also = f", OpenAI's {self.openai_name}" if self.openai_name else ""
             return f"{self.name} (sha256 {self.sha256[:12]}…{also})"
         if self.sha256:
@@ -93,13 +103,34 @@ class ModelIdentity:
         Records written before identities existed carry only the model name: it must then be equal.
         """
         if isinstance(recorded, dict) and recorded.get("kind"):
-            sha = recorded.get("sha256")
-            return (f"sha256:{sha}" if sha else f"name:{recorded.get('name')}") == self.key()
-        return recorded_name == self.name
+            return _key(recorded) == self.key()
+        return recorded_name == self.name and self.model_type is None
 
 
-def model_identity(name: str) -> ModelIdentity:
-    """The identity of ``--model`` ``name`` (reads a checkpoint file's content once; no model is built)."""
+def _key(identity: dict[str, Any]) -> str:
+    sha = identity.get("sha256")
+    key = f"sha256:{sha}" if sha else f"name:{identity.get('name')}"
+    if identity.get("model_type"):
+        key = f"{identity['model_type']}:{identity.get('name')}:{identity.get('pretrained') or ''}:{key}"
+    return key
+
+
+def open_clip_identity(name: str, pretrained: str | None) -> ModelIdentity:
+    """The identity of open_clip's ``--model`` ``name`` with ``--pretrained`` (reads a checkpoint file's content)."""
+    if name in ZOO_MODELS or name.startswith(RANDOM_PREFIX):
+        base = model_identity(name)
+        return ModelIdentity(name, base.kind, sha256=base.sha256, model_type="open_clip")
+    if pretrained is not None and os.path.isfile(pretrained):
+        return ModelIdentity(name, "file", sha256=file_sha256(pretrained), path=str(Path(pretrained).resolve()),
+                             model_type="open_clip")
+    return ModelIdentity(name, "tag", model_type="open_clip", pretrained=pretrained)
+
+
+def model_identity(name: str, model_type: str = "openai", pretrained: str | None = None) -> ModelIdentity:
+    """The identity of ``--model`` ``name`` (reads a checkpoint file's content once; no model is built);
+    ``model_type`` ``open_clip``: of open_clip's architecture ``name`` with ``--pretrained`` ``pretrained``."""
+    if model_type != "openai":
+        return open_clip_identity(name, pretrained)
     if name in OPENAI_SHA256:
         return ModelIdentity(name, "openai", sha256=OPENAI_SHA256[name])
     if name in ZOO_MODELS:

@@ -13,6 +13,9 @@ Accepted ``--model`` values:
   and with a ``module.`` prefix) or a TorchScript archive, converted to a state dict on load; a
   file named like an OpenAI checkpoint (``ViT-B-32.pt``) must hold that architecture;
 * ``random:<architecture>``: a seeded, randomly initialised model, for timing only.
+
+``model_type="open_clip"`` hands over to :mod:`d4c.models.open_clip_loading` (open_clip's
+architectures with ``--pretrained`` tags or files); this is the one dispatch point between families.
 """
 
 from __future__ import annotations
@@ -34,8 +37,9 @@ from d4c.data.transforms import clip_transform
 from d4c.errors import D4CError
 from d4c.models.architectures import (OPENAI_ARCHITECTURES, RANDOM_PREFIX, architecture_by_name,
                                       architecture_of_state_dict, describe_architecture, random_model_names)
+from d4c.models.family import MODEL_TYPES, VIT, ClipFamily, family_of
 from d4c.models.identity import OPENAI_FILE_NAMES, OPENAI_SHA256, file_sha256
-from d4c.models.zoo import ZOO_MODELS, zoo_checkpoint_path
+from d4c.models.zoo import ZOO_MODELS, require_zoo_checkpoint
 from d4c.runtime import OFFLINE_ENV, offline
 # Scalars OpenAI's archives carry next to the weights (build_model drops them too).
 _NON_PARAMETER_KEYS = ("input_resolution", "context_length", "vocab_size")
@@ -50,14 +54,22 @@ class LoadedModel:
     preprocess: Callable
     name: str
     source: str
+    model_type: str = "openai"
+    pretrained: str | None = None
+    """open_clip's pretrained tag or checkpoint file (``--pretrained``); None for OpenAI models."""
+
+    @property
+    def family(self) -> ClipFamily:
+        """What the stages need to know about the model's family (tokenizer, normalisation, towers)."""
+        return family_of(self.model)
 
     @property
     def resolution(self) -> int:
-        return int(self.model.visual.input_resolution)
+        return self.family.resolution
 
     @property
     def is_vit(self) -> bool:
-        return isinstance(self.model.visual, clip.model.VisionTransformer)
+        return self.family.image_kind == VIT
 
 
 def accepted_model_names() -> list[str]:
@@ -273,16 +285,34 @@ def model_family(name: str) -> str | None:
     return None
 
 
-def load_clip(name: str, device: torch.device | str = "cpu", cache_dir: str | None = None) -> LoadedModel:
+def _load_other_family(name: str, device: torch.device, cache_dir: str | None, model_type: str,
+                       pretrained: str | None) -> LoadedModel:
+    """The dispatch to a family's own loader (open_clip's: :mod:`d4c.models.open_clip_loading`)."""
+    if model_type not in MODEL_TYPES:
+        raise D4CError(f"must be one of {', '.join(MODEL_TYPES)}, got {model_type!r}.", "model_type")
+    from d4c.models.open_clip_loading import load_open_clip
+
+    model, source, preprocess = load_open_clip(name, pretrained, cache_dir)
+    return LoadedModel(model=model.to(device), preprocess=preprocess, name=name, source=source,
+                       model_type=model_type, pretrained=pretrained)
+
+
+def load_clip(name: str, device: torch.device | str = "cpu", cache_dir: str | None = None,
+              model_type: str = "openai", pretrained: str | None = None) -> LoadedModel:
     """Load the model called ``name`` onto ``device`` (see the module docstring for accepted names).
 
-    ``cache_dir`` is where named OpenAI checkpoints are looked up and downloaded (clip's default when None).
+    ``cache_dir`` is where named checkpoints are looked up and downloaded (clip's or open_clip's default when
+    None). ``model_type`` ``open_clip`` loads open_clip's architecture ``name`` with the weights ``pretrained``
+    (a tag or a file; :mod:`d4c.models.open_clip_loading`).
     """
     device = torch.device(device)
+    if model_type != "openai":
+        return _load_other_family(name, device, cache_dir, model_type, pretrained)
+    if pretrained is not None:
+        raise D4CError(f"{pretrained} applies to --model_type open_clip only (OpenAI models are named by --model "
+                       "alone).", "pretrained")
     if name in ZOO_MODELS:
-        path = zoo_checkpoint_path(name)
-        if not path.is_file():
-            raise D4CError(f"The zoo checkpoint {path} is missing: run `python scripts/train_zoo.py --model {name}` to rebuild it.")
+        path = require_zoo_checkpoint(name)
         model, source = load_checkpoint_file(path, device), str(path)
     elif name.startswith(RANDOM_PREFIX):
         arch = architecture_by_name(name[len(RANDOM_PREFIX):])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from d4c.errors import D4CError
 from d4c.models.architectures import SMALL_ARCHITECTURES, ClipArchitecture
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
@@ -27,3 +28,12 @@ def zoo_architecture(name: str) -> ClipArchitecture:
 def zoo_checkpoint_path(name: str) -> Path:
     """Where the shipped checkpoint of zoo model ``name`` lives."""
     return CHECKPOINT_DIR / f"{name}.pt"
+
+
+def require_zoo_checkpoint(name: str) -> Path:
+    """The shipped checkpoint of zoo model ``name``; one sentence on how to rebuild it when it is missing."""
+    path = zoo_checkpoint_path(name)
+    if not path.is_file():
+        raise D4CError(f"The zoo checkpoint {path} is missing: run `python scripts/train_zoo.py --model {name}` to "
+                       "rebuild it.")
+    return path

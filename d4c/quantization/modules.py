@@ -7,7 +7,8 @@ products ``q k^T`` and ``A v``, and the output projection. Every layer reuses th
 module's parameters (the packed in-projection is split into three Linears), so with its
 quantizers disabled it computes what the original module computes.
 
-Tensors follow CLIP's layout: sequence-first ``[L, N, D]`` for attention.
+Attention tensors follow the wrapped model's layout: sequence-first ``[L, N, D]`` (OpenAI's CLIP, the
+ResNet attention pool) or batch-first ``[N, L, D]`` (open_clip's ``batch_first`` attention).
 """
 
 from __future__ import annotations
@@ -74,15 +75,16 @@ class QuantConv2d(nn.Module):
 class QuantAttentionCore(nn.Module):
     """Multi-head attention after the projections: quantized q, k, v and softmax, then the out projection.
 
-    Inputs are the projected ``q`` ``[Lq, N, E]`` and ``k``, ``v`` ``[Lk, N, E]``; ``attn_mask`` is
-    CLIP's additive float mask (or a boolean mask, True = masked).
+    Inputs are the projected ``q`` ``[Lq, N, E]`` and ``k``, ``v`` ``[Lk, N, E]`` (``[N, L, E]`` when
+    ``batch_first``); ``attn_mask`` is CLIP's additive float mask (or a boolean mask, True = masked).
     """
 
-    def __init__(self, embed_dim: int, num_heads: int, out_proj: QuantLinear, a_config: QuantizerConfig):
+    def __init__(self, embed_dim: int, num_heads: int, out_proj: QuantLinear, a_config: QuantizerConfig,
+                 batch_first: bool = False):
         super().__init__()
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
-        self.embed_dim, self.num_heads = embed_dim, num_heads
+        self.embed_dim, self.num_heads, self.batch_first = embed_dim, num_heads, batch_first
         self.head_dim = embed_dim // num_heads
         self.q_quantizer = _quantizer(a_config, ACTIVATION)
         self.k_quantizer = _quantizer(a_config, ACTIVATION)
@@ -92,12 +94,23 @@ class QuantAttentionCore(nn.Module):
         self.to(out_proj.weight.device)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        """``[N * heads, L, head_dim]`` (batch-major heads, as ``nn.MultiheadAttention`` orders them)."""
+        if self.batch_first:
+            batch, length, _ = x.shape
+            return x.reshape(batch, length, self.num_heads, self.head_dim).transpose(1, 2).reshape(
+                batch * self.num_heads, length, self.head_dim)
         length, batch, _ = x.shape
         return x.reshape(length, batch * self.num_heads, self.head_dim).transpose(0, 1)
 
+    def _merge_heads(self, out: torch.Tensor, batch: int, length: int) -> torch.Tensor:
+        if self.batch_first:
+            return out.reshape(batch, self.num_heads, length, self.head_dim).transpose(1, 2).reshape(
+                batch, length, self.embed_dim)
+        return out.transpose(0, 1).reshape(length, batch, self.embed_dim)
+
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        length, batch, _ = q.shape
+        batch, length = (q.shape[0], q.shape[1]) if self.batch_first else (q.shape[1], q.shape[0])
         q = self._heads(self.q_quantizer(q)) * self.head_dim ** -0.5
         k = self._heads(self.k_quantizer(k))
         v = self._heads(self.v_quantizer(v))
@@ -108,8 +121,7 @@ class QuantAttentionCore(nn.Module):
             else:
                 scores = scores + attn_mask.to(scores.dtype)
         attn = self.softmax_quantizer(torch.softmax(scores, dim=-1))
-        out = torch.bmm(attn, v).transpose(0, 1).reshape(length, batch, self.embed_dim)
-        return self.out_proj(out)
+        return self.out_proj(self._merge_heads(torch.bmm(attn, v), batch, length))
 
 
 def _split_linear(weight: torch.Tensor, bias: torch.Tensor | None, part: int, width: int) -> nn.Linear:
@@ -122,22 +134,22 @@ def _split_linear(weight: torch.Tensor, bias: torch.Tensor | None, part: int, wi
 
 
 class QuantMultiheadAttention(nn.Module):
-    """Drop-in for CLIP's ``nn.MultiheadAttention`` (sequence-first, no extra k/v biases)."""
+    """Drop-in for CLIP's ``nn.MultiheadAttention`` (sequence-first or batch-first, no extra k/v biases)."""
 
     def __init__(self, mha: nn.MultiheadAttention, w_config: QuantizerConfig, a_config: QuantizerConfig,
                  input_ch_axis: int | None = None):
         super().__init__()
-        if mha.batch_first or mha.bias_k is not None or mha.add_zero_attn or not mha._qkv_same_embed_dim:
-            raise ValueError("only CLIP's sequence-first attention with a packed in-projection can be quantized")
+        if mha.bias_k is not None or mha.add_zero_attn or not mha._qkv_same_embed_dim:
+            raise ValueError("only CLIP's self-attention with a packed in-projection can be quantized")
         width = mha.embed_dim
-        self.embed_dim, self.num_heads = width, mha.num_heads
+        self.embed_dim, self.num_heads, self.batch_first = width, mha.num_heads, mha.batch_first
         self.q_proj, self.k_proj, self.v_proj = (
             QuantLinear(_split_linear(mha.in_proj_weight, mha.in_proj_bias, i, width), w_config, a_config,
                         act_ch_axis=input_ch_axis)
             for i in range(3)
         )
         out_proj = QuantLinear(mha.out_proj, w_config, a_config)
-        self.core = QuantAttentionCore(width, mha.num_heads, out_proj, a_config)
+        self.core = QuantAttentionCore(width, mha.num_heads, out_proj, a_config, batch_first=mha.batch_first)
 
     def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, need_weights: bool = False,
                 attn_mask: torch.Tensor | None = None, **unused) -> tuple[torch.Tensor, None]:

@@ -15,16 +15,18 @@ Exceptions applied while wrapping: the inputs of q/k/v and c_fc in every transfo
 and text) are quantized per channel over the hidden (last) dimension, and so is the c_proj input
 of the text MLPs; every quantizer of the text MLPs (weights and inputs) is 8-bit.
 
-A freshly wrapped model has every quantizer disabled and computes what the original computes.
+The same rules apply to both model families (OpenAI's ``clip`` and open_clip; their towers are
+found through :func:`d4c.models.family.family_of`). A freshly wrapped model has every quantizer
+disabled and computes what the original computes.
 """
 
 from __future__ import annotations
 
 from typing import Iterator
 
-from clip.model import CLIP, AttentionPool2d, Bottleneck, ModifiedResNet, ResidualAttentionBlock, VisionTransformer
 from torch import nn
 
+from d4c.models.family import RESNET, family_of, is_bottleneck
 from d4c.quantization.fake_quant import FakeQuantizeBase
 from d4c.quantization.modules import (ACTIVATION, WEIGHT, QuantAttentionPool2d, QuantConv2d, QuantLinear,
                                       QuantMultiheadAttention)
@@ -35,7 +37,7 @@ HIDDEN_AXIS = 2
 TEXT_MLP_BIT = 8
 
 
-def _wrap_block(block: ResidualAttentionBlock, qconfig: QConfig, text: bool) -> None:
+def _wrap_block(block: nn.Module, qconfig: QConfig, text: bool) -> None:
     w_config, a_config = qconfig.w_qconfig, qconfig.a_qconfig
     block.attn = QuantMultiheadAttention(block.attn, w_config, a_config, input_ch_axis=HIDDEN_AXIS)
     if text:
@@ -45,14 +47,14 @@ def _wrap_block(block: ResidualAttentionBlock, qconfig: QConfig, text: bool) -> 
     mlp.c_proj = QuantLinear(mlp.c_proj, w_config, a_config, act_ch_axis=HIDDEN_AXIS if text else None)
 
 
-def _wrap_resnet(visual: ModifiedResNet, qconfig: QConfig) -> None:
+def _wrap_resnet(visual: nn.Module, qconfig: QConfig) -> None:
     w_config, a_config = qconfig.w_qconfig, qconfig.a_qconfig
     for module in visual.modules():
-        if isinstance(module, Bottleneck):
+        if is_bottleneck(module):
             for name in ("conv1", "conv2", "conv3"):
                 setattr(module, name, QuantConv2d(getattr(module, name), w_config, a_config))
-    if not isinstance(visual.attnpool, AttentionPool2d):
-        raise ValueError("the ResNet's attention pool is not clip.model.AttentionPool2d")
+    if type(visual.attnpool).__name__ != "AttentionPool2d":
+        raise ValueError(f"the ResNet's attention pool is a {type(visual.attnpool).__name__}, not an AttentionPool2d")
     visual.attnpool = QuantAttentionPool2d(visual.attnpool, w_config, a_config)
 
 
@@ -61,27 +63,29 @@ def is_quantized(model: nn.Module) -> bool:
     return any(isinstance(m, FakeQuantizeBase) for m in model.modules())
 
 
-def quantize_clip(model: CLIP, qconfig: QConfig) -> CLIP:
+def quantize_clip(model: nn.Module, qconfig: QConfig) -> nn.Module:
     """Wrap ``model``'s image and text encoders in place (quantizers disabled); return it.
 
     Args:
-        model: a full-precision ``clip.model.CLIP`` (ModifiedResNet or VisionTransformer image tower).
+        model: a full-precision CLIP of a supported family (``clip.model.CLIP``, ``open_clip.CLIP``) with a
+            ModifiedResNet or VisionTransformer image tower.
         qconfig: the weight and activation quantizers (``w_qconfig``, ``a_qconfig``) every layer gets; the
             model's exceptions (per-channel inputs, 8-bit text MLPs) are applied on top.
 
     Raises:
-        ValueError: when the model is already quantized or its image tower is of another type.
+        ValueError: when the model is already quantized.
+        D4CError: when the model's towers are of a kind d4c cannot quantize (one sentence).
     """
     if is_quantized(model):
         raise ValueError("the model is already quantized")
-    if isinstance(model.visual, ModifiedResNet):
+    family = family_of(model)
+    family.check_supported()
+    if family.image_kind == RESNET:
         _wrap_resnet(model.visual, qconfig)
-    elif isinstance(model.visual, VisionTransformer):
-        for block in model.visual.transformer.resblocks:
-            _wrap_block(block, qconfig, text=False)
     else:
-        raise ValueError(f"cannot quantize an image encoder of type {type(model.visual).__name__}")
-    for block in model.transformer.resblocks:
+        for block in family.image_tower.blocks:
+            _wrap_block(block, qconfig, text=False)
+    for block in family.text_tower.blocks:
         _wrap_block(block, qconfig, text=True)
     return model
 

@@ -218,6 +218,18 @@ def reconstruct_unit(module: nn.Module, inputs: list[torch.Tensor], kwargs: dict
                       loop_seconds / iters if iters else 0.0)
 
 
+def _truncated_masks(kwargs: dict, keep: int) -> dict:
+    """Block keyword arguments for sequences cut to ``keep`` tokens: ``[L, L]`` attention masks cut to ``[keep, keep]``."""
+    out = {}
+    for key, value in kwargs.items():
+        if isinstance(value, torch.Tensor):
+            if value.dim() != 2:
+                raise ValueError(f"cannot cut the per-sample block argument {key} of shape {tuple(value.shape)}")
+            value = value[:keep, :keep]
+        out[key] = value
+    return out
+
+
 def reconstruct(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor, config: ReconConfig,
                 device: torch.device | str, seed: int = 0, progress: bool = True,
                 encoders: tuple[str, ...] = ("visual", "text"),
@@ -261,10 +273,12 @@ def reconstruct(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor, co
         if config.token_loss == "relevant" and plan.token_positions is not None:
             valid, output = (None if m is None else m.to(store) for m in plan.token_positions(data))
         first = plan.blocks[0]
-        x_q = capture_inputs(lambda d: plan.run(model, d), data, model.get_submodule(first.name),
-                             first.batch_axis, device, store)[0][0]
-        x_fp = capture_inputs(lambda d: plan.run(fp_model, d), data, fp_model.get_submodule(first.name),
-                              first.batch_axis, device, store)[0][0]
+        # The first block's keyword arguments (the attention mask open_clip passes at call time; OpenAI's
+        # blocks hold theirs) are passed to every block of the plan, as the encoders do.
+        (x_q,), q_kwargs = capture_inputs(lambda d: plan.run(model, d), data, model.get_submodule(first.name),
+                                          first.batch_axis, device, store)
+        (x_fp,), fp_kwargs = capture_inputs(lambda d: plan.run(fp_model, d), data,
+                                            fp_model.get_submodule(first.name), first.batch_axis, device, store)
         if valid is not None and TRUNCATE_PADDING:
             # Positions after every sequence's end-of-text token reach no counted output and (causal
             # mask) no earlier position: dropping them changes no loss, only the cost (and LSQ's
@@ -272,14 +286,15 @@ def reconstruct(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor, co
             keep = int(valid.sum(1).max())
             x_q, x_fp = x_q[:, :keep].contiguous(), x_fp[:, :keep].contiguous()
             valid, output = valid[:, :keep], output[:, :keep]
+            q_kwargs, fp_kwargs = _truncated_masks(q_kwargs, keep), _truncated_masks(fp_kwargs, keep)
         for block_index, block in enumerate(plan.blocks):
             q_block, fp_block = model.get_submodule(block.name), fp_model.get_submodule(block.name)
 
             def run_q(d, q_block=q_block, axis=block.batch_axis):
-                return q_block(d.movedim(0, axis))
+                return q_block(d.movedim(0, axis), **q_kwargs)
 
             def run_fp(d, fp_block=fp_block, axis=block.batch_axis):
-                return fp_block(d.movedim(0, axis))
+                return fp_block(d.movedim(0, axis), **fp_kwargs)
 
             for unit in block.units:
                 if unit.name in done:

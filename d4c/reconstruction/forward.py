@@ -9,9 +9,9 @@ cached rows and sampled together with the inputs.
 from __future__ import annotations
 
 import torch
-from clip.model import Bottleneck
 from torch import nn
 
+from d4c.models.family import bottleneck_activation, is_bottleneck
 from d4c.reconstruction.cache import apply_chunked
 from d4c.reconstruction.units import Unit
 
@@ -22,7 +22,7 @@ class UnitForward:
     def __init__(self, module: nn.Module, inputs: list[torch.Tensor], kwargs: dict, unit: Unit,
                  device: torch.device, store: torch.device):
         self.module, self.kwargs, self.unit = module, kwargs, unit
-        if isinstance(module, Bottleneck) and module.downsample is not None:
+        if is_bottleneck(module) and module.downsample is not None:
             identity = apply_chunked(module.downsample, inputs[0], device, store)
             self.tensors = [inputs[0], identity]
             self._run = self._bottleneck
@@ -42,7 +42,7 @@ class UnitForward:
         # Bottleneck.forward with the precomputed downsample output as the identity branch.
         x, identity = batch
         block = self.module
-        out = block.relu1(block.bn1(block.conv1(x)))
-        out = block.relu2(block.bn2(block.conv2(out)))
+        out = bottleneck_activation(block, 1)(block.bn1(block.conv1(x)))
+        out = bottleneck_activation(block, 2)(block.bn2(block.conv2(out)))
         out = block.bn3(block.conv3(block.avgpool(out)))
-        return block.relu3(out + identity)
+        return bottleneck_activation(block, 3)(out + identity)

@@ -3,7 +3,8 @@
 * ResNet image encoder: every Bottleneck is one unit; in the attention pool, q_proj, k_proj,
   v_proj and c_proj are single-layer units.
 * ViT image encoder and text encoder: every quantized Linear is its own unit: q_proj, k_proj,
-  v_proj, the out projection, c_fc, c_proj.
+  v_proj, the out projection, c_fc, c_proj (the towers and their layout, sequence- or batch-first,
+  come from the model's family, :func:`d4c.models.family.family_of`).
 
 Each unit owns its layers' weight quantizers and input quantizers. By default (``attention_unit:
 linear``, the reference implementation's units) the activation quantizers on the projected q, k,
@@ -24,9 +25,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
-from clip.model import CLIP, ModifiedResNet
 from torch import nn
 
+from d4c.models.family import RESNET, TransformerTower, family_of
 from d4c.quantization.modules import QuantAttentionPool2d
 
 
@@ -37,7 +38,8 @@ class Unit:
     name: str
     """Module name in the model (``visual.transformer.resblocks.0.attn.q_proj``)."""
     batch_axis: int
-    """Batch dimension of the unit's inputs and output (0 for images, 1 for sequence-first tokens)."""
+    """Batch dimension of the unit's inputs and output (0 for images and batch-first tokens, 1 for
+    sequence-first tokens)."""
     channel_dim: int
     """Channel dimension in the batch-first layout: conv channels (1), or token features (-1); the
     loss sums over it under ``recon.loss_sum: channels`` (the default sums over dimension 1)."""
@@ -61,7 +63,7 @@ class EncoderPlan:
 
     name: str
     """``visual`` or ``text``."""
-    run: Callable[[CLIP, torch.Tensor], torch.Tensor]
+    run: Callable[[nn.Module, torch.Tensor], torch.Tensor]
     blocks: list[Block] = field(default_factory=list)
     token_positions: Callable[[torch.Tensor], tuple[torch.Tensor | None, torch.Tensor]] | None = None
     """For token encoders: ``data -> (valid [N, L] or None for all, output [N, L])`` boolean masks of
@@ -72,7 +74,7 @@ class EncoderPlan:
         return [unit for block in self.blocks for unit in block.units]
 
 
-TOKENS = 1  # batch axis of sequence-first [L, N, D] tensors
+TOKENS = 1  # batch axis of sequence-first [L, N, D] tensors (the ResNet attention pool's)
 ATTENTION_UNITS = {
     "linear": ("q_proj", "k_proj", "v_proj", "core.out_proj"),
     "core": ("q_proj", "k_proj", "v_proj", "core"),
@@ -80,33 +82,20 @@ ATTENTION_UNITS = {
 """The units of one attention, by ``recon.attention_unit``."""
 
 
-def _transformer_blocks(prefix: str, resblocks: nn.Sequential, attention_unit: str) -> list[Block]:
-    blocks = []
-    for i in range(len(resblocks)):
-        name, last = f"{prefix}.{i}", i == len(resblocks) - 1
+def _transformer_blocks(tower: TransformerTower, attention_unit: str) -> list[Block]:
+    blocks, axis = [], tower.batch_axis
+    for i in range(len(tower.blocks)):
+        name, last = f"{tower.prefix}.{i}", i == len(tower.blocks) - 1
         # In the last block only the output token's query, attention row and MLP reach the output;
         # its keys and values still come from every token.
-        units = [Unit(f"{name}.attn.{u}", TOKENS, -1, output_token_only=last and u not in ("k_proj", "v_proj"))
+        units = [Unit(f"{name}.attn.{u}", axis, -1, output_token_only=last and u not in ("k_proj", "v_proj"))
                  for u in ATTENTION_UNITS[attention_unit]]
-        units += [Unit(f"{name}.mlp.{u}", TOKENS, -1, output_token_only=last) for u in ("c_fc", "c_proj")]
-        blocks.append(Block(name, TOKENS, tuple(units)))
+        units += [Unit(f"{name}.mlp.{u}", axis, -1, output_token_only=last) for u in ("c_fc", "c_proj")]
+        blocks.append(Block(name, axis, tuple(units)))
     return blocks
 
 
-def _class_token_positions(images: torch.Tensor, length: int) -> tuple[None, torch.Tensor]:
-    output = torch.zeros(images.shape[0], length, dtype=torch.bool, device=images.device)
-    output[:, 0] = True
-    return None, output  # every patch token can reach the class token
-
-
-def _text_token_positions(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    # Causal attention: positions after the end-of-text token (the largest id) never reach it.
-    positions = torch.arange(tokens.shape[1], device=tokens.device)
-    eot = tokens.argmax(dim=-1, keepdim=True)
-    return positions <= eot, positions == eot
-
-
-def _resnet_blocks(visual: ModifiedResNet, attention_unit: str) -> list[Block]:
+def _resnet_blocks(visual: nn.Module, attention_unit: str) -> list[Block]:
     blocks = []
     for layer in ("layer1", "layer2", "layer3", "layer4"):
         for i in range(len(getattr(visual, layer))):
@@ -119,25 +108,24 @@ def _resnet_blocks(visual: ModifiedResNet, attention_unit: str) -> list[Block]:
     return blocks
 
 
-def encoder_plans(model: CLIP, attention_unit: str = "linear") -> list[EncoderPlan]:
+def encoder_plans(model: nn.Module, attention_unit: str = "linear") -> list[EncoderPlan]:
     """The image encoder's plan, then the text encoder's (the order of reconstruction).
 
     Args:
-        model: a quantized CLIP (:func:`~d4c.quantization.quant_clip.quantize_clip`).
+        model: a quantized CLIP of either family (:func:`~d4c.quantization.quant_clip.quantize_clip`).
         attention_unit: ``linear`` (every quantized Linear of an attention is a unit) or ``core``
             (q/k/v/softmax quantizers and the out projection are one unit); see the module docstring.
     """
     if attention_unit not in ATTENTION_UNITS:
         raise ValueError(f"attention_unit must be one of {', '.join(ATTENTION_UNITS)}, got {attention_unit!r}")
-    if isinstance(model.visual, ModifiedResNet):
+    family = family_of(model)
+    if family.image_kind == RESNET:
         visual = EncoderPlan("visual", lambda m, x: m.encode_image(x), _resnet_blocks(model.visual, attention_unit))
     else:
-        length = model.visual.positional_embedding.shape[0]
+        # Every patch token can reach the output token(s) (the class token, or the patches under average pooling).
         visual = EncoderPlan("visual", lambda m, x: m.encode_image(x),
-                             _transformer_blocks("visual.transformer.resblocks", model.visual.transformer.resblocks,
-                                                 attention_unit),
-                             lambda images: _class_token_positions(images, length))
-    text = EncoderPlan("text", lambda m, x: m.encode_text(x),
-                       _transformer_blocks("transformer.resblocks", model.transformer.resblocks, attention_unit),
-                       _text_token_positions)
+                             _transformer_blocks(family.image_tower, attention_unit), family.image_token_positions)
+    # Causal attention: positions after the output token (CLIP's end-of-text token) never reach it.
+    text = EncoderPlan("text", lambda m, x: m.encode_text(x), _transformer_blocks(family.text_tower, attention_unit),
+                       family.text_token_positions)
     return [visual, text]

@@ -173,7 +173,8 @@ def _zoo_dfq(records: list[Row]) -> str:
                for m in models for b in bits]
     pivot = Pivot(["row", "schedule"], rows, columns, select=select, gains=gains, skip_empty_rows=True)
     seeds = "; ".join(f"{b}: {_seed_note(records, lambda r, b=b: dfq(r) and r.get('bits') == b)}" for b in bits)
-    gen_iter = distinct(records, lambda r: dfq(r) and r.get("generation_method") not in ("", None)
+    # Gaussian noise records carry the default --gen_iter, which it never uses: only generated rows count.
+    gen_iter = distinct(records, lambda r: dfq(r) and r.get("generation_method") not in ("", None, "gaussian")
                         and r.get("method") not in others, "gen_iter")
     later_iters = "".join(f"; {label}: {', '.join(distinct(records, where(block='dfq', method=m), 'gen_iter'))} {unit}"
                           for m, (label, unit) in later.items())

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import clip
 import torch
 from torch import nn
 
 from d4c.errors import D4CError
 from d4c.generation.methods.base import HookedTermsMethod, register
 from d4c.generation.settings import GenerationSettings
+from d4c.models.family import RESNET, family_of
 
 
 def batchnorm_layers(model: nn.Module) -> list[nn.BatchNorm2d]:
@@ -113,7 +113,7 @@ class BNS(HookedTermsMethod):
 
     @classmethod
     def is_baseline_for(cls, model: nn.Module) -> bool:
-        return isinstance(model.visual, clip.model.ModifiedResNet)
+        return family_of(model).image_kind == RESNET
 
     def term(self, module: nn.BatchNorm2d, inputs: torch.Tensor, groups: int) -> torch.Tensor:
         return bn_statistics_loss(inputs, module.running_mean, module.running_var, groups)

@@ -9,7 +9,8 @@ trapezoid rule, averaged over images. Loss = ``-sum_layers H + 0.1 TV``.
 
 CLIP calls ``nn.MultiheadAttention`` with ``need_weights=False``; a forward pre-hook on each
 attention module recomputes ``mean_h A_h`` from the module's own in-projection, leaving the
-model's outputs untouched. ``mean_h(A_h X) = (mean_h A_h) X``, so one ``L x L`` product per image.
+model's outputs untouched. The tokens are sequence-first ``[L, N, D]`` in OpenAI's ViTs and
+batch-first ``[N, L, D]`` in open_clip's (the module's ``batch_first`` says which). ``mean_h(A_h X) = (mean_h A_h) X``, so one ``L x L`` product per image.
 The KDE's evaluation points (and so the trapezoid spacing) are constants of each step: no
 gradient flows through the min / max.
 """
@@ -19,7 +20,6 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-import clip
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -27,6 +27,7 @@ from torch import nn
 from d4c.errors import D4CError
 from d4c.generation.methods.base import HookedTermsMethod, register
 from d4c.generation.settings import GenerationSettings
+from d4c.models.family import VIT, family_of
 
 KDE_BANDWIDTH = 0.01
 KDE_POINTS = 10
@@ -34,12 +35,18 @@ ENTROPY_EPS = 1e-4
 KERNEL_EXPONENT_FLOOR = -80.0
 
 
+def batch_first_tokens(attention: nn.MultiheadAttention, tokens: torch.Tensor) -> torch.Tensor:
+    """The attention's input ``tokens`` as ``N x L x D`` (a view; OpenAI's are ``L x N x D``, open_clip's batch-first)."""
+    return tokens if getattr(attention, "batch_first", False) else tokens.transpose(0, 1)
+
+
 def mean_attention_probabilities(attention: nn.MultiheadAttention, tokens: torch.Tensor) -> torch.Tensor:
-    """``mean_h A_h`` of a self-attention over ``tokens`` (``L x N x D``, CLIP's layout): ``N x L x L``."""
-    length, batch, width = tokens.shape
+    """``mean_h A_h`` of a self-attention over ``tokens`` (in the attention's own layout): ``N x L x L``."""
+    tokens = batch_first_tokens(attention, tokens)
+    batch, length, width = tokens.shape
     heads = attention.num_heads
     head_dim = width // heads
-    qk = F.linear(tokens.transpose(0, 1), attention.in_proj_weight[:2 * width], attention.in_proj_bias[:2 * width])
+    qk = F.linear(tokens, attention.in_proj_weight[:2 * width], attention.in_proj_bias[:2 * width])
     q, k = qk.view(batch, length, 2, heads, head_dim).permute(2, 0, 3, 1, 4)  # each N x H x L x d
     scores = (q * head_dim ** -0.5) @ k.transpose(-1, -2)
     return scores.softmax(dim=-1).mean(dim=1)
@@ -47,7 +54,7 @@ def mean_attention_probabilities(attention: nn.MultiheadAttention, tokens: torch
 
 def patch_similarity(attention: nn.MultiheadAttention, tokens: torch.Tensor) -> torch.Tensor:
     """Cosine-similarity matrices ``N x P x P`` of ``u = mean_h(A_h X)`` without the class token."""
-    mixed = mean_attention_probabilities(attention, tokens) @ tokens.transpose(0, 1)  # N x L x D
+    mixed = mean_attention_probabilities(attention, tokens) @ batch_first_tokens(attention, tokens)  # N x L x D
     patches = F.normalize(mixed[:, 1:], dim=-1)
     return patches @ patches.transpose(1, 2)
 
@@ -84,7 +91,7 @@ class PSE(HookedTermsMethod):
     def __init__(self, model: nn.Module, settings: GenerationSettings, prompts: Sequence[str] | None,
                  device: torch.device) -> None:
         super().__init__(model, settings, prompts, device)
-        self.hooked = [block.attn for block in model.visual.transformer.resblocks]
+        self.hooked = family_of(model).image_attentions
 
     @classmethod
     def check_model(cls, model: nn.Module) -> None:
@@ -94,7 +101,7 @@ class PSE(HookedTermsMethod):
 
     @classmethod
     def is_baseline_for(cls, model: nn.Module) -> bool:
-        return isinstance(model.visual, clip.model.VisionTransformer)
+        return family_of(model).image_kind == VIT
 
     def term(self, module: nn.MultiheadAttention, inputs: torch.Tensor, groups: int) -> torch.Tensor:
         similarity = patch_similarity(module, inputs)

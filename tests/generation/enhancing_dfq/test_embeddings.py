@@ -63,7 +63,7 @@ def test_vit_taps_read_block_outputs_and_the_last_mlp_activation(tiny_vit):
     images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     blocks = visual.transformer.resblocks
     outputs, activations = _outputs(visual, blocks, images, [blocks[-1].mlp.c_proj])
-    taps = EncoderTaps(visual, layers=2)
+    taps = EncoderTaps(tiny_vit.model, layers=2)
     with torch.no_grad(), taps:
         visual(images)
     assert taps.indices == [1, 3]
@@ -77,7 +77,7 @@ def test_resnet_taps_read_stage_outputs_and_the_last_relu(tiny_rn):
     visual = tiny_rn.model.visual
     images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     stages, _ = _outputs(visual, [getattr(visual, f"layer{i}") for i in range(1, 5)], images)
-    taps = EncoderTaps(visual, layers=4)
+    taps = EncoderTaps(tiny_rn.model, layers=4)
     with torch.no_grad(), taps:
         visual(images)
     for feature, stage in zip(taps.features, stages):

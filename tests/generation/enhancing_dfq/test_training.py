@@ -148,5 +148,6 @@ def test_unknown_encoders_and_missing_prompts_are_refused(micro_vit, tiny_vit):
         generate(tiny_vit.model, small_settings(), "cpu", None, progress=False)
     model = load_clip("tiny-rn", "cpu").model
     model.visual = torch.nn.Identity()
-    with pytest.raises(D4CError, match="VisionTransformer or ModifiedResNet"):
+    with pytest.raises(D4CError, match=r"ViT \(VisionTransformer\) or ResNet \(ModifiedResNet\)") as info:
         generate(model, small_settings(), "cpu", ["a photo of a thing."], progress=False)
+    assert info.value.parameter == "method" and "not of a Identity" in str(info.value)

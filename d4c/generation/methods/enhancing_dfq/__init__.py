@@ -57,7 +57,7 @@ class EnhancingDFQ(GenerationMethod):
 
     @classmethod
     def check_model(cls, model: torch.nn.Module) -> None:
-        levels(model.visual)
+        levels(model)
 
     @classmethod
     def check_options(cls, settings: GenerationSettings) -> None:

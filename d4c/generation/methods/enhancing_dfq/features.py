@@ -4,8 +4,11 @@
   encoder's levels with the last one included: a ViT's residual blocks (tokens averaged: ``N x
   width``) or a ResNet's four stages ``layer1..layer4`` (globally average-pooled: ``N x C``).
 * **The last activation** ``P_a`` (SimLoss_1, section 3.4): the last ViT block's MLP activation
-  (QuickGELU, ``L x N x 4 width``) or the last Bottleneck's final ReLU (``N x C x H x W``), each
+  (``mlp.gelu``: QuickGELU or GELU, ``L x N x 4 width`` in OpenAI's towers, ``N x L x 4 width`` in
+  open_clip's) or the last Bottleneck's final ReLU (``relu3`` / ``act3``, ``N x C x H x W``), each
   image's whole map flattened.
+
+Both families (OpenAI's ``clip`` and open_clip) are read through :func:`d4c.models.family.family_of`.
 
 The hooks only read outputs, so the encoder computes what it computes without them; they work on
 the quantized model as well (its blocks, stages and activations are the same modules).
@@ -13,56 +16,62 @@ the quantized model as well (its blocks, stages and activations are the same mod
 
 from __future__ import annotations
 
-import clip
 import torch
 from torch import nn
 
 from d4c.errors import D4CError
+from d4c.models.family import RESNET, VIT, bottleneck_activation, family_of
 
 
-def levels(visual: nn.Module) -> list[nn.Module]:
-    """The modules whose outputs are the encoder's levels: ViT blocks or ResNet stages."""
-    if isinstance(visual, clip.model.VisionTransformer):
-        return list(visual.transformer.resblocks)
-    if isinstance(visual, clip.model.ModifiedResNet):
-        return [visual.layer1, visual.layer2, visual.layer3, visual.layer4]
-    raise D4CError(f"EnhancingDFQ (--gen_method enhancing_dfq) reads features of CLIP's VisionTransformer or "
-                   f"ModifiedResNet image encoders, not of a {type(visual).__name__}.")
+def _kind(model: nn.Module) -> str:
+    kind = family_of(model).image_kind
+    if kind not in (VIT, RESNET):
+        raise D4CError(f"enhancing_dfq reads features of ViT (VisionTransformer) or ResNet (ModifiedResNet) image "
+                       f"encoders, not of a {type(model.visual).__name__}.", "method")
+    return kind
 
 
-def last_activation(visual: nn.Module) -> nn.Module:
-    """The encoder's last activation module."""
-    if isinstance(visual, clip.model.VisionTransformer):
-        return visual.transformer.resblocks[-1].mlp.gelu
-    levels(visual)  # raises for unknown encoders
-    return visual.layer4[-1].relu3
+def levels(model: nn.Module) -> list[nn.Module]:
+    """The modules whose outputs are the image encoder's levels: ViT blocks or ResNet stages."""
+    if _kind(model) == VIT:
+        return list(family_of(model).image_tower.blocks)
+    visual = model.visual
+    return [visual.layer1, visual.layer2, visual.layer3, visual.layer4]
+
+
+def last_activation(model: nn.Module) -> nn.Module:
+    """The image encoder's last activation module."""
+    if _kind(model) == VIT:
+        return family_of(model).image_tower.blocks[-1].mlp.gelu
+    return bottleneck_activation(model.visual.layer4[-1], 3)
 
 
 def chosen_indices(count: int, layers: int) -> list[int]:
     """``layers`` indices evenly spaced over ``count`` levels, the last level included."""
     if not 0 < layers <= count:
-        raise D4CError(f"EnhancingDFQ option layers (J = {layers}) must be between 1 and the image encoder's "
-                       f"{count} levels.")
+        raise D4CError(f"option layers (J = {layers}) must be between 1 and the image encoder's {count} levels.",
+                       "edfq")
     return [round((j + 1) * count / layers) - 1 for j in range(layers)]
 
 
-def _pooled(output: torch.Tensor, vit: bool) -> torch.Tensor:
-    return output.mean(dim=0) if vit else output.mean(dim=(2, 3))
+def _pooled(output: torch.Tensor, token_axis: int | None) -> torch.Tensor:
+    return output.mean(dim=token_axis) if token_axis is not None else output.mean(dim=(2, 3))
 
 
-def _flat(output: torch.Tensor, vit: bool) -> torch.Tensor:
-    return output.permute(1, 0, 2).flatten(1) if vit else output.flatten(1)
+def _flat(output: torch.Tensor, token_axis: int | None) -> torch.Tensor:
+    return output.transpose(0, 1).flatten(1) if token_axis == 0 else output.flatten(1)
 
 
 class EncoderTaps:
     """Forward hooks collecting ``F^j`` of the chosen layers and the last activation of each forward."""
 
-    def __init__(self, visual: nn.Module, layers: int):
-        self.vit = isinstance(visual, clip.model.VisionTransformer)
-        candidates = levels(visual)
+    def __init__(self, model: nn.Module, layers: int):
+        tower = family_of(model).image_tower if _kind(model) == VIT else None
+        self.token_axis = None if tower is None else (1 if tower.batch_first else 0)  # ViT tokens: averaged
+        candidates = levels(model)
         self.indices = chosen_indices(len(candidates), layers)
         self.chosen = [candidates[i] for i in self.indices]
-        self.activation = last_activation(visual)
+        self.activation = last_activation(model)
         self.features: list[torch.Tensor | None] = [None] * len(self.chosen)
         self.last: torch.Tensor | None = None
         self._handles: list = []
@@ -78,9 +87,10 @@ class EncoderTaps:
         self.detach()
         for position, module in enumerate(self.chosen):
             self._handles.append(module.register_forward_hook(
-                lambda m, a, out, position=position: self.features.__setitem__(position, _pooled(out, self.vit))))
+                lambda m, a, out, position=position: self.features.__setitem__(position,
+                                                                               _pooled(out, self.token_axis))))
         self._handles.append(self.activation.register_forward_hook(
-            lambda m, a, out: setattr(self, "last", _flat(out, self.vit))))
+            lambda m, a, out: setattr(self, "last", _flat(out, self.token_axis))))
 
     def detach(self) -> None:
         for handle in self._handles:

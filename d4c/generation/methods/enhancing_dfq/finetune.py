@@ -70,7 +70,7 @@ def finetune_activation_ranges(model: torch.nn.Module, sampler: ConditionalSampl
         text = encode_text_targets(model, prompts, device)
     ranges = activation_ranges(model.visual)
     generator = torch.Generator(device=device).manual_seed(seed + FINETUNE_SEED_OFFSET)
-    taps = EncoderTaps(model.visual, options.layers)
+    taps = EncoderTaps(model, options.layers)
     history: list[tuple[float, float]] = []
     sampler.train()
     with frozen(model), taps:

@@ -38,6 +38,7 @@ from d4c.generation.methods.enhancing_dfq.sampler import ConditionalSampler
 from d4c.generation.pgsi import TAU, encode_text_targets, text_logits
 from d4c.generation.rows import row_of
 from d4c.generation.settings import GenerationSettings
+from d4c.models.family import family_of
 from d4c.runtime import adam
 
 logger = logging.getLogger(__name__)
@@ -103,9 +104,9 @@ class GeneratorTrainer:
     def __init__(self, model: torch.nn.Module, settings: GenerationSettings, options: EnhancingDFQOptions,
                  prompts: Sequence[str], device: torch.device):
         self.model, self.settings, self.options, self.device = model, settings, options, device
-        self.resolution = int(model.visual.input_resolution)
+        self.resolution = family_of(model).resolution
         self.text_targets = encode_text_targets(model, prompts, device)
-        self.taps = EncoderTaps(model.visual, options.layers)
+        self.taps = EncoderTaps(model, options.layers)
         dims = self.taps.feature_dims(model.visual, self.resolution, device) if options.label_embeddings else None
         sampler, classifiers = build_sampler(len(prompts), self.resolution, options, settings.seed, device, dims)
         self.state = Training(
