@@ -18,6 +18,18 @@ def tiny_rn():
     return load_clip("tiny-rn", "cpu")
 
 
+@pytest.fixture(scope="module")
+def open_clip_vit():
+    """``tiny-vit``'s weights as an open_clip model."""
+    return load_clip("tiny-vit", "cpu", model_type="open_clip")
+
+
+@pytest.fixture(scope="module")
+def open_clip_rn():
+    """``tiny-rn``'s weights as an open_clip model."""
+    return load_clip("tiny-rn", "cpu", model_type="open_clip")
+
+
 @pytest.fixture
 def generator():
     return torch.Generator().manual_seed(1234)

@@ -22,16 +22,6 @@ from tests.numerics import assert_relative_close, relative_error
 from tests.open_clip_models import micro_open_clip
 
 
-@pytest.fixture(scope="module")
-def open_clip_vit():
-    return load_clip("tiny-vit", "cpu", model_type="open_clip")
-
-
-@pytest.fixture(scope="module")
-def open_clip_rn():
-    return load_clip("tiny-rn", "cpu", model_type="open_clip")
-
-
 def test_pse_attention_probabilities_on_batch_first_attention_match_multihead_attention():
     block = micro_open_clip("vit").visual.transformer.resblocks[0]
     assert block.attn.batch_first

@@ -15,16 +15,6 @@ from tests.numerics import relative_error
 from .conftest import small_settings
 
 
-@pytest.fixture(scope="module")
-def open_clip_vit():
-    return load_clip("tiny-vit", "cpu", model_type="open_clip")
-
-
-@pytest.fixture(scope="module")
-def open_clip_rn():
-    return load_clip("tiny-rn", "cpu", model_type="open_clip")
-
-
 def _hooked_outputs(modules, run):
     outputs = []
     handles = [m.register_forward_hook(lambda _m, _a, out: outputs.append(out.detach())) for m in modules]
