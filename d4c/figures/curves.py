@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-from d4c.figures.output import new_figure, row_color
+from d4c.figures.output import new_figure, row_color, style_layer_axis
 from d4c.figures.names import TOWERS, row_name, run_label, short_layer_name, tower_of
 from d4c.figures.sources import CacheEntry, bits_label
 
@@ -65,12 +65,7 @@ def curves_figure(entries: Sequence[CacheEntry], records: Sequence[dict[str, Any
                 "units_improved": sum(u["error_after"] < u["error_before"] for u in units),
             })
         ax.set_yscale("log")
-        ax.set_xticks(range(len(names)))
-        ax.set_xticklabels([short_layer_name(n) for n in names], rotation=90, fontsize=6)
-        ax.set_xlabel(f"{tower} encoder unit (forward order)", fontsize=8)
-        ax.set_ylabel("reconstruction loss\n(dashed: before, solid: after)", fontsize=8)
-        ax.tick_params(axis="y", labelsize=7)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, ncol=2)
+        style_layer_axis(ax, [short_layer_name(n) for n in names], f"{tower} encoder unit (forward order)",
+                         "reconstruction loss\n(dashed: before, solid: after)")
     figure.tight_layout()
     return figure, data

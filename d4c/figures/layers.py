@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from d4c.figures.names import TOWERS, short_layer_name, tower_of
-from d4c.figures.output import new_figure
+from d4c.figures.output import new_figure, style_layer_axis
 from d4c.quantization.qconfig import qconfig_from_dict
 from d4c.quantization.quant_clip import disable_quantization, quantize_clip, quantized_layers
 from d4c.quantization.state import restore_quantized
@@ -141,13 +141,8 @@ def layers_figure(labels: Sequence[str], paths: Sequence[str],
             values = [np.nan if l["sqnr_db"] is None else l["sqnr_db"] for l in points]
             ax.plot(range(len(points)), values, marker=".", linewidth=1.1, label=label,
                     linestyle=LINE_STYLES[index // 10 % len(LINE_STYLES)])
-        ax.set_xticks(range(len(names)))
-        ax.set_xticklabels([n if n in ENCODER_OUTPUTS.values() else short_layer_name(n) for n in names],
-                           rotation=90, fontsize=6)
-        ax.set_xlabel(f"{tower} encoder: quantized layer (forward order), then the encoder output", fontsize=8)
-        ax.set_ylabel("output SQNR vs FP (dB)", fontsize=8)
-        ax.tick_params(axis="y", labelsize=7)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, ncol=2)
+        style_layer_axis(ax, [n if n in ENCODER_OUTPUTS.values() else short_layer_name(n) for n in names],
+                         f"{tower} encoder: quantized layer (forward order), then the encoder output",
+                         "output SQNR vs FP (dB)")
     figure.tight_layout()
     return figure, data

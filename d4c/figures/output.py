@@ -66,3 +66,14 @@ def save_figure(figure: Figure, data: dict[str, Any], path: str | os.PathLike) -
     with atomic_path(path) as tmp:
         tmp.write_bytes(png.getvalue())
     return path, json_path
+
+
+def style_layer_axis(ax: Any, tick_labels: list[str], xlabel: str, ylabel: str) -> None:
+    """The per-layer panels' common look: one rotated tick per layer in forward order, small labels, a grid."""
+    ax.set_xticks(range(len(tick_labels)))
+    ax.set_xticklabels(tick_labels, rotation=90, fontsize=6)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.tick_params(axis="y", labelsize=7)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
