@@ -18,7 +18,7 @@ from typing import Any, Iterator, Mapping
 
 from d4c.acceleration import COMPILE_CHOICES, check_compile_choice
 from d4c.errors import D4CError
-from d4c.generation.methods import BASELINE, method_choices, method_class, method_options
+from d4c.generation.methods import BASELINE, method_choices, method_class, method_options, option_owner
 from d4c.generation.methods.gaussian import GaussianNoise
 from d4c.generation.rows import row_of, settings_for_row
 from d4c.generation.settings import GenerationSettings, flag
@@ -135,6 +135,7 @@ class RunConfig:
                                "options")
             if known[name].choices is not None and value not in known[name].choices:
                 raise D4CError(f"must be one of {', '.join(map(str, known[name].choices))}, got {value!r}.", name)
+        self._check_options_apply(known)
         if self.dfq and self.gen_img and self.generation.method != BASELINE:
             method_class(self.generation.method).check_options(self.generation)
         if self.model_type not in MODEL_TYPES:
@@ -149,6 +150,23 @@ class RunConfig:
         if self.gen_only and (not (self.dfq and self.gen_img) or self.fp_model or self.load_quant):
             raise D4CError("--gen_only generates pseudo images: it needs --dfq --gen_img (and no --fp_model or "
                            "--load_quant).")
+
+    def _check_options_apply(self, known: Mapping[str, Any]) -> None:
+        """Refuse a method option set away from its default on a run that does not generate with its method (it
+        would be ignored: ``--d4c_config 1`` without ``--gen_img`` runs Gaussian noise). Evaluation-only runs
+        (``--fp_model``, ``--load_quant``) ignore every generation flag and are not checked."""
+        if self.fp_model or self.load_quant:
+            return
+        generates = self.generation.method if self.dfq and self.gen_img else None
+        for name, value in self.generation.options.items():
+            default = known[name].default
+            if value == default or (isinstance(default, list) and list(value or []) == default):
+                continue
+            owner = option_owner(name)
+            if owner != generates:
+                used = (f"this run generates with --gen_method {generates}" if generates else
+                        "this run generates no pseudo images (that needs --dfq --gen_img)")
+                raise D4CError(f"applies to --gen_method {owner} only, but {used}.", name)
 
     def pseudo_image_settings(self, num_images: int) -> GenerationSettings | None:
         """The generation of this run's calibration images (``num_images`` of them), or None when it uses none

@@ -102,6 +102,29 @@ def test_invalid_values_name_the_flag(argv, flag, capsys):
     assert err.startswith(f"d4c-quant: error: {flag} ") and len(err.splitlines()) == 1
 
 
+@pytest.mark.parametrize("argv, flag, words", [
+    (["--dfq", "--gen_img", "--gen_method", "pse", "--d4c_config", "1"], "--d4c_config",
+     "applies to --gen_method d4c only, but this run generates with --gen_method pse."),
+    (["--dfq", "--d4c_config", "0"], "--d4c_config", "generates no pseudo images (that needs --dfq --gen_img)."),
+    (["--d4c_config", "2"], "--d4c_config", "generates no pseudo images"),
+    (["--dfq", "--gen_img", "--edfq", "width=16"], "--edfq",
+     "applies to --gen_method enhancing_dfq only, but this run generates with --gen_method d4c."),
+    (["--dfq", "--gen_img", "--gen_method", "baseline", "--edfq_config", "x.yaml"], "--edfq_config",
+     "generates with --gen_method baseline."),
+])
+def test_an_option_of_another_method_is_refused_not_ignored(argv, flag, words, capsys):
+    assert main([*argv, "--dataset", "digits"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"d4c-quant: error: {flag} ") and words in err and len(err.splitlines()) == 1
+
+
+def test_an_option_at_its_default_or_on_its_own_method_is_accepted():
+    for argv in (["--dfq", "--gen_img", "--gen_method", "pse", "--d4c_config", "3"],  # the default: changes nothing
+                 ["--dfq", "--gen_img", "--d4c_config", "1"],
+                 ["--fp_model", "--d4c_config", "1"]):  # evaluation only: every generation flag is unused
+        RunConfig.from_flags(vars(build_parser().parse_args(argv)))
+
+
 def test_library_errors_name_parameters_and_the_cli_shows_flags():
     with pytest.raises(D4CError) as info:
         GenerationSettings(gen_iter=0)

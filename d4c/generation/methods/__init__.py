@@ -6,7 +6,8 @@ names it (docs/design.md, "Adding a generation method").
 
 from d4c.generation.methods import bns, d4c, enhancing_dfq, gaussian, pse  # noqa: F401  (registers the methods)
 from d4c.generation.methods.base import (BASELINE, GenerationMethod, Option, available_methods, method_choices,
-                                         method_class, method_options, register, resolve_method)
+                                         method_class, method_options, option_owner, register,
+                                         resolve_method)
 
 __all__ = ["BASELINE", "GenerationMethod", "Option", "available_methods", "method_choices", "method_class",
-           "method_options", "register", "resolve_method"]
+           "method_options", "option_owner", "register", "resolve_method"]

@@ -75,6 +75,11 @@ def method_options() -> list[Option]:
     return [option for cls in _REGISTRY.values() for option in cls.options]
 
 
+def option_owner(option: str) -> str:
+    """The name of the method that declares ``option`` (``d4c_config`` -> ``d4c``)."""
+    return next(cls.name for cls in _REGISTRY.values() if any(o.name == option for o in cls.options))
+
+
 def resolve_method(name: str, model: torch.nn.Module) -> str:
     """The registered method ``name`` stands for on ``model``: itself, or for ``baseline`` the image
     tower's family baseline (BNS for ResNets, PSE for ViTs)."""
