@@ -70,13 +70,13 @@ def run(args: argparse.Namespace) -> dict:
     """Generate as the flags say; return the summary record."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = RunConfig.from_flags(vars(args))
+    config = RunConfig.from_flags({**vars(args), "dfq": True, "gen_img": True})  # implied here
     settings = replace(config.generation, seed=args.seed, num_images=args.num_images)
     # Every output location and what is known about the model, before it is loaded.
     check_generation_folders(config)
     if args.summary:
         check_file_target(Path(args.summary), "summary", "summary")
-    check_model(replace(config, dfq=True, gen_img=True))
+    check_model(config)
     share = process_share()
     device = resolve_device(share_device(config.device, share))
     loaded = load_clip(config.model, device, config.model_cache_dir, config.model_type, config.pretrained)
