@@ -12,8 +12,11 @@ templates that is 1000 encoder calls of 80 prompts, each padded to the 77-token 
 * each batch cut after its longest prompt's end-of-text token: CLIP's text encoder is causal
   (each token attends to earlier ones only) and reads the features at the end-of-text token, so
   the tokens after it never reach the output. Exact for the quantized encoders too: with their
-  scales fixed, the quantizers act on each element alone. (A model whose text encoder is not
-  ``clip.model.CLIP``'s is encoded whole.)
+  scales fixed, the quantizers act on each element alone. open_clip text towers are cut the same
+  way where their family adapter says the tower is causal and where its pooled token lies
+  (:meth:`d4c.models.open_clip_family.OpenClipFamily.text_token_positions`: ``argmax``, ``eos``,
+  ``first`` pooling; a tower with CoCa's appended class token, a non-causal one or any other
+  model is encoded whole).
 
 Only the order of floating-point operations differs from clip_benchmark's loop (tested: relative
 error ~1e-6).
@@ -30,6 +33,8 @@ import clip
 import torch
 import torch.nn.functional as F
 from clip.model import CLIP
+
+from d4c.models.family import family_of, model_type_of
 
 PROMPT_BATCH = 512
 """Prompts per text-encoder call."""
@@ -82,8 +87,43 @@ def _clip_text_encoder(model: torch.nn.Module) -> bool:
     return isinstance(model, CLIP) and all(hasattr(b, "attn_mask") for b in model.transformer.resblocks)
 
 
+@contextmanager
+def _cut_to(text: torch.nn.Module, length: int) -> Iterator[None]:
+    """An open_clip text tower's positional embedding and causal mask cut to ``length`` tokens for the block
+    (replaced in the module's parameter and buffer tables, then restored: its state never changes for good)."""
+    cuts = {"positional_embedding": lambda v: v[:length], "attn_mask": lambda v: v[:length, :length]}
+    saved = []
+    try:
+        for name, cut in cuts.items():
+            store = next((d for d in (text._parameters, text._buffers) if d.get(name) is not None), None)
+            if store is not None:
+                saved.append((store, name, store[name]))
+                store[name] = cut(store[name]).detach()
+        yield
+    finally:
+        for store, name, value in saved:
+            store[name] = value
+
+
+def _encode_open_clip_cut(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """open_clip's ``encode_text`` on the tokens up to the batch's last pooled position, where that is exact."""
+    family = family_of(model)
+    text = family.text_module
+    valid, output = family.text_token_positions(tokens)
+    if valid is None or getattr(text, "cls_emb", None) is not None or not isinstance(
+            getattr(text, "positional_embedding", None), torch.Tensor):
+        return model.encode_text(tokens)
+    length = int(output.nonzero()[:, 1].max()) + 1
+    if length >= tokens.shape[1]:
+        return model.encode_text(tokens)
+    with _cut_to(text, length):
+        return model.encode_text(tokens[:, :length])
+
+
 def encode_text_cut(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     """``model.encode_text(tokens)``, computed on the tokens up to the batch's last end-of-text token."""
+    if model_type_of(model) == "open_clip":
+        return _encode_open_clip_cut(model, tokens)
     if not _clip_text_encoder(model):
         return model.encode_text(tokens)
     eot = tokens.argmax(dim=-1)

@@ -84,7 +84,7 @@ class OpenClipFamily(ClipFamily):
     model_type = "open_clip"
 
     @property
-    def _text(self) -> nn.Module:
+    def text_module(self) -> nn.Module:
         """The module holding the text transformer, its mask and pooling (the model itself for ``open_clip.CLIP``)."""
         text = getattr(self.model, "text", None)
         return text if isinstance(text, nn.Module) else self.model
@@ -136,8 +136,8 @@ class OpenClipFamily(ClipFamily):
 
     @property
     def text_tower(self) -> TransformerTower:
-        prefix = "transformer.resblocks" if self._text is self.model else "text.transformer.resblocks"
-        transformer = self._text.transformer
+        prefix = "transformer.resblocks" if self.text_module is self.model else "text.transformer.resblocks"
+        transformer = self.text_module.transformer
         return TransformerTower(prefix, tuple(transformer.resblocks), transformer.batch_first)
 
     def _reason(self) -> str | None:
@@ -158,7 +158,7 @@ class OpenClipFamily(ClipFamily):
         towers = [self.text_tower] + ([self.image_tower] if self.image_kind == VIT else [])
         if any(type(block) is not ResidualAttentionBlock for tower in towers for block in tower.blocks):
             return "custom_block"
-        if getattr(self._text, "cls_emb", None) is not None:
+        if getattr(self.text_module, "cls_emb", None) is not None:
             return "cls_emb"
         return None
 
@@ -176,7 +176,7 @@ class OpenClipFamily(ClipFamily):
         return None, output_token_mask(images.shape[0], length, positions, images.device)
 
     def text_token_positions(self, tokens: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
-        text = self._text
+        text = self.text_module
         pool = text.text_pool_type if text is self.model else text.pool_type
         batch, length = tokens.shape
         if pool == "none":

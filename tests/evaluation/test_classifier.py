@@ -75,3 +75,67 @@ def test_precomputed_weights_compute_the_same_and_restore(micro_rn, fast_qconfig
     assert all(torch.equal(a, b) for a, b in zip(ref, got))
     for n, layer in quantized_layers(micro_rn):
         assert torch.equal(layer.weight, weights[n]) and layer.weight_quantizer.fake_quant_enabled
+
+
+OPEN_CLIP_TEXT = {  # open_clip text towers: (micro_open_clip variant or micro_config text settings, cut or not)
+    "vit": True, "custom-text": True, "text-linear-projection": True, "rn-quickgelu-custom-text": True,
+    "text-bidirectional-last": False,  # not causal: every token reaches the pooled one
+    "eos-pool": True, "first-pool": True, "last-pool": False,
+}
+
+
+def _open_clip_text_model(name: str):
+    from tests.open_clip_models import VARIANTS, build_from_config, micro_config, micro_open_clip
+
+    if name in VARIANTS:
+        return micro_open_clip(name)
+    # eos pooling on OpenAI's end-of-text id (the tokenizer's); first / last pooling on a causal tower
+    text = {"eos-pool": {"pool_type": "eos", "eos_id": 49407}, "first-pool": {"pool_type": "first"},
+            "last-pool": {"pool_type": "last"}}[name]
+    return build_from_config(micro_config(text=text))
+
+
+def _encoded_lengths(model) -> list[int]:
+    """Records the token count of every text-tower call (the token embedding's input)."""
+    text = getattr(model, "text", None)
+    embedding = (text if isinstance(text, torch.nn.Module) else model).token_embedding
+    lengths: list[int] = []
+    embedding.register_forward_hook(lambda module, args, out: lengths.append(args[0].shape[1]))
+    return lengths
+
+
+@pytest.mark.parametrize("name", list(OPEN_CLIP_TEXT))
+def test_open_clip_towers_are_cut_where_exact_and_equal_the_whole_context(name):
+    import open_clip
+
+    model = _open_clip_text_model(name)
+    text = getattr(model, "text", model) if isinstance(getattr(model, "text", None), torch.nn.Module) else model
+    position, mask = text.positional_embedding, text.attn_mask
+    tokens = open_clip.get_tokenizer("ViT-B-32")(["a photo", "a much longer caption of a photo of a cat on a mat"])
+    lengths = _encoded_lengths(model)
+    with torch.no_grad():
+        whole = model.encode_text(tokens)
+        got = encode_text_cut(model, tokens)
+    assert _relative_error(got, whole) < 1e-6
+    longest = int(tokens.argmax(dim=-1).max()) + 1
+    expected = (1 if name == "first-pool" else longest) if OPEN_CLIP_TEXT[name] else 77
+    assert lengths == [77, expected]
+    assert text.positional_embedding is position and text.attn_mask is mask  # restored, the same objects
+
+
+@pytest.mark.parametrize("name", ["vit", "custom-text"])
+def test_quantized_open_clip_classifier_equals_clip_benchmarks(name, fast_qconfig):
+    import open_clip
+
+    model = _open_clip_text_model(name)
+    tokenizer = open_clip.get_tokenizer("ViT-B-32")
+    quantize_clip(model, load_qconfig(fast_qconfig("config48")))
+    torch.manual_seed(0)
+    calibrate(model, torch.randn(4, 3, 32, 32), tokenizer(["a photo of a cat.", "dogs"]), progress=False)
+    with torch.no_grad():
+        ref = zero_shot_classifier(model, tokenizer, CLASSES, TEMPLATES, "cpu", amp=False)
+    lengths = _encoded_lengths(model)
+    with precomputed_weights(model):
+        got = zeroshot_classifier(model, CLASSES, TEMPLATES, "cpu", tokenize=tokenizer)
+    assert max(lengths) < 77  # cut
+    assert _relative_error(got, ref) < 1e-4
