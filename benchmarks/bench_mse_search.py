@@ -29,7 +29,7 @@ from collections import defaultdict
 import torch
 import torch.nn.functional as F
 
-from common import REPO_ROOT, environment, format_table  # noqa: E402  (also puts the repository on sys.path)
+from common import RESULTS_DIR, environment, format_table  # noqa: E402  (also puts the repository on sys.path)
 
 import clip  # noqa: E402
 from tqdm import tqdm  # noqa: E402
@@ -150,7 +150,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--ref_candidates", type=int, default=None,
                         help="reference candidates timed per tensor (default 4, --quick 2)")
-    parser.add_argument("--out", default=str(Path(os.environ.get("D4C_BENCH_RESULTS") or REPO_ROOT / "benchmarks" / "results") / "mse_search.json"))
+    parser.add_argument("--out", default=str(RESULTS_DIR / "mse_search.json"))
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
