@@ -20,7 +20,6 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import clip
 import torch
 
 from d4c.data.datasets import build_dataset, check_dataset, sample_images
@@ -30,10 +29,11 @@ from d4c.figures import curves, features, images, layers, tables
 from d4c.figures.output import check_output, save_figure
 from d4c.figures.sources import (CacheEntry, cache_entries, flat_row, load_results, load_states, read_results_csv,
                                  select_results, selected, state_label)
-from d4c.generation.cache import model_identity
+from d4c.generation.cache import recipe_model
 from d4c.generation.engine import initial_images
 from d4c.generation.pgsi import prompts_digest
 from d4c.generation.settings import SCHEDULES
+from d4c.models.family import MODEL_TYPES
 from d4c.models.loading import LoadedModel, load_clip
 from d4c.runtime import resolve_device
 
@@ -64,13 +64,13 @@ def _entries(args: argparse.Namespace) -> list[CacheEntry]:
 
 
 def _load_model(args: argparse.Namespace, device: torch.device) -> LoadedModel:
-    return load_clip(args.model, device, getattr(args, "model_cache_dir", None))
+    return load_clip(args.model, device, getattr(args, "model_cache_dir", None), args.model_type, args.pretrained)
 
 
 def _check_entries_fit(entries: Sequence[CacheEntry], loaded: LoadedModel, prompts: Sequence[str],
                        prompt_file: str) -> None:
     """The cached images were made from these weights, and D4C's from these prompts."""
-    identity = model_identity(loaded.name, loaded.source)
+    identity = recipe_model(loaded.name, loaded.source, loaded.model_type)
     digest = prompts_digest(prompts)
     for entry in entries:
         if entry.recipe.get("model") != identity:
@@ -165,11 +165,12 @@ def run_features(args: argparse.Namespace, output: Path) -> None:
            args)
 
 
-def _evaluation_tokens(dataset: Any, count: int, seed: int, context_length: int) -> torch.Tensor:
-    """The dataset's zero-shot prompts (templates x class names), shuffled with ``seed``, the first ``count``."""
+def _evaluation_tokens(dataset: Any, count: int, seed: int, loaded: LoadedModel) -> torch.Tensor:
+    """The dataset's zero-shot prompts (templates x class names), shuffled with ``seed``, the first ``count``,
+    tokenised by the model's own tokenizer."""
     texts = [t.format(c=c) if isinstance(t, str) else t(c) for t in dataset.templates for c in dataset.classes]
     random.Random(seed).shuffle(texts)
-    return clip.tokenize(texts[:count], context_length=context_length, truncate=True)
+    return loaded.family.tokenize(texts[:count])
 
 
 def run_layers(args: argparse.Namespace, output: Path) -> None:
@@ -179,7 +180,7 @@ def run_layers(args: argparse.Namespace, output: Path) -> None:
     device = resolve_device(args.device)
     loaded = _load_model(args, device)
     real, dataset = _real_images(args, loaded, args.num_images)
-    tokens = _evaluation_tokens(dataset, args.num_texts, args.seed, getattr(loaded.model, "context_length", 77))
+    tokens = _evaluation_tokens(dataset, args.num_texts, args.seed, loaded)
     sqnr = layers.layer_sqnr(loaded.model, [saved for _, saved in states], real.to(device), tokens.to(device))
     labels = [state_label(path, saved) for path, saved in states]
     figure, data = layers.layers_figure(labels, [str(p) for p, _ in states], sqnr)
@@ -238,7 +239,10 @@ def _add_result_flags(parser: argparse.ArgumentParser, schedule: bool = True) ->
 
 
 def _add_model_flags(parser: argparse.ArgumentParser, prompts: bool = True) -> None:
-    parser.add_argument("--model_cache_dir", help="where named OpenAI checkpoints are (as for d4c-quant)")
+    parser.add_argument("--model_type", choices=MODEL_TYPES, default="openai",
+                        help="the runs' --model_type (default: %(default)s)")
+    parser.add_argument("--pretrained", help="the runs' --pretrained (--model_type open_clip)")
+    parser.add_argument("--model_cache_dir", help="where named checkpoints are (as for d4c-quant)")
     parser.add_argument("--device", default="cpu", help="where the models run: cpu, cuda, cuda:N or auto "
                                                        "(default: %(default)s)")
     if prompts:

@@ -69,16 +69,21 @@ def model_identity(name: str, source: str) -> dict[str, Any]:
     return {"name": name}
 
 
+def recipe_model(name: str, source: str, model_type: str = "openai") -> dict[str, Any]:
+    """A recipe's ``model`` entry: :func:`model_identity`, naming the family for open_clip models (the same
+    weights run through another family give images that differ by float rounding)."""
+    identity = model_identity(name, source)
+    return identity if model_type == "openai" else {**identity, "model_type": model_type}
+
+
 def build_recipe(settings: GenerationSettings, model_name: str, model_source: str, resolution: int,
                  prompts: Sequence[str] | None, model_type: str = "openai") -> dict[str, Any]:
     """The recipe of one generation (what its images depend on); ``settings.method`` is a registered method.
 
-    The same weights run through another family (``model_type``: open_clip instead of OpenAI's ``clip``)
-    give images that differ by float rounding, so open_clip recipes also name their family.
+    ``model_type`` names the family (:func:`recipe_model`).
     """
-    identity = model_identity(model_name, model_source)
     return {
-        "model": identity if model_type == "openai" else {**identity, "model_type": model_type},
+        "model": recipe_model(model_name, model_source, model_type),
         "method": settings.method,
         **method_class(settings.method).recipe_fields(settings, prompts),
         "num_images": settings.num_images,
