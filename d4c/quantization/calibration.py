@@ -5,24 +5,95 @@ through the full-precision model (every quantizer off); then the weight observer
 weights directly (no forward pass; batched and cached, :mod:`d4c.quantization.weight_ranges`);
 then every quantizer is switched on. Which images and texts
 calibrate a run is the pipeline's choice (:mod:`d4c.pipeline`).
+
+The MSE activation observers' range searches are chains of small operations that run with one
+intra-op thread (barriers would dominate, :func:`d4c.runtime.intra_op_threads`), so on a CPU with
+several threads they leave cores idle. :class:`DeferredObservations` keeps their inputs during the
+forward (the output does not depend on them: fake quantization is off) and searches them on a
+thread pool, one single-threaded search per quantizer, each quantizer's batches in the order seen:
+the same ranges, bit for bit, as observing in the forward.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
 
+from d4c.quantization.fake_quant import FakeQuantizeBase
 from d4c.quantization.modules import ACTIVATION, WEIGHT
-from d4c.quantization.quant_clip import enable_quantization, set_quant_state
+from d4c.quantization.quant_clip import enable_quantization, named_quantizers, set_quant_state
 from d4c.quantization.weight_ranges import WeightObservation, WeightRangeCache, observe_weights
+from d4c.runtime import intra_op_threads
 
 ACTIVATION_SAMPLES = 32
 """Images and texts the activation observers see (one forward each)."""
+DEFERRED_BYTES = 2**30
+"""Activation inputs kept for the thread pool at most; reaching it searches what is kept, then goes on."""
+
+
+class DeferredObservations:
+    """Activation inputs kept during the calibration forward, then observed on a thread pool.
+
+    Args:
+        workers: searches at a time (the pool's threads).
+        max_bytes: the kept inputs' size at which they are searched before the forward goes on
+            (default :data:`DEFERRED_BYTES`).
+    """
+
+    def __init__(self, workers: int, max_bytes: int | None = None) -> None:
+        self.workers, self.max_bytes = workers, DEFERRED_BYTES if max_bytes is None else max_bytes
+        self.kept: dict[FakeQuantizeBase, list[torch.Tensor]] = {}
+        self.bytes = 0
+
+    def __call__(self, quantizer: FakeQuantizeBase, x: torch.Tensor) -> None:
+        # A copy: a later in-place operation of the forward (ResNets' ReLU(inplace=True)) must not change it.
+        self.kept.setdefault(quantizer, []).append(x.detach().clone())
+        self.bytes += x.numel() * x.element_size()
+        if self.bytes >= self.max_bytes:
+            self.flush()
+
+    def flush(self) -> None:
+        """Observe everything kept (each quantizer's batches in order), then forget it."""
+        jobs, self.kept, self.bytes = list(self.kept.items()), {}, 0
+
+        def observe(job: tuple[FakeQuantizeBase, list[torch.Tensor]]) -> None:
+            quantizer, batches = job
+            for x in batches:
+                quantizer.observe(x)
+
+        with intra_op_threads(1), ThreadPoolExecutor(max_workers=self.workers) as pool:
+            list(pool.map(observe, jobs))  # re-raises a search's error here
+
+
+@contextmanager
+def deferred_activation_observers(model: torch.nn.Module, workers: int) -> Iterator[None]:
+    """While the block runs, ``model``'s MSE activation observers on the CPU keep their inputs; they are
+    searched on ``workers`` threads when it ends (nothing is deferred for ``workers`` < 2)."""
+    quantizers = [q for _, q in named_quantizers(model, ACTIVATION) if q.observer.searches
+                  and q.scale.device.type == "cpu"]
+    if workers < 2 or not quantizers:
+        yield
+        return
+    deferred = DeferredObservations(workers)
+    for quantizer in quantizers:
+        quantizer.observation_sink = deferred
+    try:
+        yield
+        for quantizer in quantizers:
+            quantizer.observation_sink = None
+        deferred.flush()
+    finally:
+        for quantizer in quantizers:
+            quantizer.observation_sink = None
 
 
 @torch.no_grad()
 def calibrate(model: torch.nn.Module, images: torch.Tensor, tokens: torch.Tensor,
               samples: int = ACTIVATION_SAMPLES, progress: bool = True,
-              range_cache: WeightRangeCache | None = None) -> WeightObservation:
+              range_cache: WeightRangeCache | None = None, workers: int | None = None) -> WeightObservation:
     """Set every quantizer's scale and zero point of a wrapped CLIP ``model``; leave them all enabled.
 
     Args:
@@ -32,6 +103,8 @@ def calibrate(model: torch.nn.Module, images: torch.Tensor, tokens: torch.Tensor
         samples: how many of the first images and texts the activation observers see.
         progress: show a progress bar over the weight observers.
         range_cache: where the weight ranges are looked up and stored (none when None).
+        workers: threads of the MSE activation observers' searches on the CPU (default: torch's intra-op
+            thread count; 1 searches each in the forward).
 
     Returns:
         How the weight observers were served (batched layers, from the cache or not).
@@ -39,8 +112,9 @@ def calibrate(model: torch.nn.Module, images: torch.Tensor, tokens: torch.Tensor
     model.eval()
     set_quant_state(model, observe=False, quantize=False)
     set_quant_state(model, observe=True, quantize=False, role=ACTIVATION)
-    model.encode_image(images[:samples])
-    model.encode_text(tokens[:samples])
+    with deferred_activation_observers(model, torch.get_num_threads() if workers is None else workers):
+        model.encode_image(images[:samples])
+        model.encode_text(tokens[:samples])
     set_quant_state(model, observe=False, quantize=False)
     report = observe_weights(model, range_cache, progress=progress)
     set_quant_state(model, observe=False, quantize=True, role=WEIGHT)

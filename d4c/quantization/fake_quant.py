@@ -24,6 +24,7 @@ with probability ``drop_prob`` and the unquantized value otherwise (only set whi
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 from torch import nn
@@ -43,6 +44,8 @@ class FakeQuantizeBase(nn.Module):
 
     learnable_scale = False
     learnable_zero_point = False
+    observation_sink: Callable[["FakeQuantizeBase", torch.Tensor], None] | None = None
+    """Set by :func:`d4c.quantization.calibration.calibrate`: takes ``(self, x)`` instead of observing now."""
 
     def __init__(self, observer: ObserverBase, bit: int, symmetric: bool, ch_axis: int = -1, channels: int = 1):
         super().__init__()
@@ -88,7 +91,10 @@ class FakeQuantizeBase(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.observer_enabled:
-            self.observe(x)
+            if self.observation_sink is not None:
+                self.observation_sink(self, x)
+            else:
+                self.observe(x)
         if not self.fake_quant_enabled:
             return x
         x_q = self.quantize(x.float()).to(x.dtype)

@@ -29,6 +29,8 @@ class ObserverBase(nn.Module):
     """Tracks ``min_val``/``max_val`` (scalars, or one per channel along ``ch_axis``)."""
 
     averaging = False
+    searches = False
+    """True when observing a batch is a range search (the MSE observers): worth a thread of its own."""
 
     def __init__(self, bit: int, symmetric: bool, ch_axis: int = -1):
         super().__init__()
@@ -88,6 +90,8 @@ class AvgMinMaxObserver(ObserverBase):
 
 class _MSEObserverBase(ObserverBase):
     """Per batch, the range with the smallest L_p error of fake quantization."""
+
+    searches = True
 
     def __init__(self, bit: int, symmetric: bool, ch_axis: int = -1, p: float = LP_NORM):
         super().__init__(bit, symmetric, ch_axis)

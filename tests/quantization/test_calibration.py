@@ -44,3 +44,46 @@ def test_activation_observers_see_the_first_32_samples_and_weights_their_values(
     w_scale, _ = calculate_qparams(w.min(1).values, w.max(1).values, 0, 15, False)
     torch.testing.assert_close(c_proj.weight_quantizer.scale, w_scale)
     assert all(q.fake_quant_enabled and not q.observer_enabled for _, q in named_quantizers(model))
+
+
+def _mse_activation_config(fast_qconfig) -> str:
+    """W4A8 with the paper's MSEObserver on the activations (min-max weights: fast)."""
+    return fast_qconfig("config48", a_qconfig={"observer": "MSEObserver"})
+
+
+@pytest.mark.parametrize("name", ["tiny-vit", "tiny-rn"])
+def test_activation_searches_on_a_thread_pool_give_the_ranges_of_the_forward(name, fast_qconfig, monkeypatch):
+    import d4c.quantization.calibration as calibration
+
+    loaded = load_clip(name)
+    qconfig = load_qconfig(_mse_activation_config(fast_qconfig))
+    torch.manual_seed(0)
+    images = torch.randn(8, 3, loaded.resolution, loaded.resolution)
+    tokens = clip.tokenize([f"a photo of the digit {i}." for i in range(8)], context_length=77)
+    inline = quantize_clip(copy.deepcopy(loaded.model), qconfig)
+    calibrate(inline, images, tokens, progress=False, workers=1)
+    flushes = []
+    original = calibration.DeferredObservations.flush
+    monkeypatch.setattr(calibration, "DEFERRED_BYTES", 2**20)  # several flushes during the forward
+    monkeypatch.setattr(calibration.DeferredObservations, "flush",
+                        lambda self: (flushes.append(len(self.kept)), original(self)))
+    pooled = quantize_clip(copy.deepcopy(loaded.model), qconfig)
+    calibrate(pooled, images, tokens, progress=False, workers=2)
+    assert len(flushes) > 1 and sum(flushes) == sum(1 for _, q in named_quantizers(pooled, "activation")
+                                                   if q.observer.searches)
+    for (n, a), (_, b) in zip(named_quantizers(inline), named_quantizers(pooled)):
+        assert torch.equal(a.scale, b.scale) and torch.equal(a.zero_point, b.zero_point), n
+        assert b.observation_sink is None
+
+
+def test_a_failing_search_stops_calibration_and_leaves_no_sink(fast_qconfig, monkeypatch, tiny_vit):
+    model = quantize_clip(copy.deepcopy(tiny_vit.model), load_qconfig(_mse_activation_config(fast_qconfig)))
+    quantizer = model.visual.transformer.resblocks[1].mlp.c_fc.input_quantizer
+
+    def fail(x):
+        raise RuntimeError("search failed")
+
+    monkeypatch.setattr(quantizer, "observe", fail)
+    with pytest.raises(RuntimeError, match="search failed"):
+        calibrate(model, torch.randn(4, 3, 32, 32), clip.tokenize(["a", "b"]), progress=False, workers=2)
+    assert all(q.observation_sink is None for _, q in named_quantizers(model))
