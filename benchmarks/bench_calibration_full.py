@@ -7,8 +7,8 @@
 Each row (its own process) wraps a randomly initialised full-size model (``random:<name>``: the
 weights do not change the work) with ``exp/config48.yaml`` (W4A8, MSEObserver: the paper's
 config) and times what :func:`d4c.quantization.calibration.calibrate` does: the activation
-observers on one forward of 32 N(0, 1) images and 32 texts (per quantizer, summed per layer kind),
-then the weight observers as the code of that revision runs them. For the current code the weight
+observers on one forward of 32 N(0, 1) images and 32 texts (per quantizer, summed per layer kind;
+the revision's own way: in the forward, or on a thread pool after it as ``calibrate`` runs them), then the weight observers as the code of that revision runs them. For the current code the weight
 observers are timed cold (no cache) and warm (from the weight-range cache a sweep's later cells
 hit). ``--compare REV`` also runs every row with the code of git revision ``REV`` (exported with
 ``git archive``), alternating before/after, so both see the same machine and load; each row records
@@ -18,9 +18,11 @@ wall and CPU seconds and the load average. Writes ``benchmarks/results/calibrati
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -54,14 +56,20 @@ def time_row(row: dict) -> dict:
     code = str(Path(d4c.__file__).resolve().parents[1])
     loaded = load_clip(row["model"], "cpu")
     model = quantize_clip(loaded.model, load_qconfig(row["config"]))
-    seconds: dict[str, float] = defaultdict(float)
+    try:  # the code whose activation searches run on a thread pool after the forward, as calibrate() runs them
+        from d4c.quantization.calibration import deferred_activation_observers
+    except ImportError:
+        deferred_activation_observers = None
+    seconds: dict[str, float] = defaultdict(float)  # per kind, summed over the pool's threads
+    lock = threading.Lock()
     for name, quantizer in named_quantizers(model):
         forward = quantizer.observer.forward
 
         def timed_forward(x, _forward=forward, _kind=_kind(name)):
             start = time.perf_counter()
             out = _forward(x)
-            seconds[_kind] += time.perf_counter() - start
+            with lock:
+                seconds[_kind] += time.perf_counter() - start
             return out
 
         quantizer.observer.forward = timed_forward
@@ -74,7 +82,9 @@ def time_row(row: dict) -> dict:
         set_quant_state(model, observe=True, quantize=False, role=ACTIVATION)
         for tower, run in (("image", lambda: model.encode_image(images)), ("text", lambda: model.encode_text(tokens))):
             wall, cpu = time.perf_counter(), time.process_time()
-            run()
+            with (deferred_activation_observers(model, torch.get_num_threads()) if deferred_activation_observers
+                  else contextlib.nullcontext()):
+                run()
             out[f"{tower}_activation_s"] = round(time.perf_counter() - wall, 2)
             out[f"{tower}_activation_cpu_s"] = round(time.process_time() - cpu, 2)
         set_quant_state(model, observe=False, quantize=False)
