@@ -82,9 +82,7 @@ def deferred_activation_observers(model: torch.nn.Module, workers: int) -> Itera
         quantizer.observation_sink = deferred
     try:
         yield
-        for quantizer in quantizers:
-            quantizer.observation_sink = None
-        deferred.flush()
+        deferred.flush()  # calls each quantizer's observe(), not its forward: the sinks may stay until then
     finally:
         for quantizer in quantizers:
             quantizer.observation_sink = None

@@ -10,6 +10,7 @@ import torch
 from clip_benchmark.metrics.zeroshot_classification import zero_shot_classifier
 
 from d4c.evaluation.classifier import encode_text_cut, prompt_tokens, zeroshot_classifier
+from d4c.models.family import family_of
 from d4c.quantization.calibration import calibrate
 from d4c.quantization.frozen import precomputed_weights
 from d4c.quantization.qconfig import load_qconfig
@@ -97,10 +98,8 @@ def _open_clip_text_model(name: str):
 
 def _encoded_lengths(model) -> list[int]:
     """Records the token count of every text-tower call (the token embedding's input)."""
-    text = getattr(model, "text", None)
-    embedding = (text if isinstance(text, torch.nn.Module) else model).token_embedding
     lengths: list[int] = []
-    embedding.register_forward_hook(lambda module, args, out: lengths.append(args[0].shape[1]))
+    family_of(model).text_module.token_embedding.register_forward_hook(lambda module, args, out: lengths.append(args[0].shape[1]))
     return lengths
 
 
@@ -109,7 +108,7 @@ def test_open_clip_towers_are_cut_where_exact_and_equal_the_whole_context(name):
     import open_clip
 
     model = _open_clip_text_model(name)
-    text = getattr(model, "text", model) if isinstance(getattr(model, "text", None), torch.nn.Module) else model
+    text = family_of(model).text_module
     position, mask = text.positional_embedding, text.attn_mask
     tokens = open_clip.get_tokenizer("ViT-B-32")(["a photo", "a much longer caption of a photo of a cat on a mat"])
     lengths = _encoded_lengths(model)
