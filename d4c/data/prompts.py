@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import clip
 import torch
 
+from d4c.data.clip_tokenizer import clip_tokenizer
 from d4c.errors import D4CError
 from d4c.io import resolve_resource
 
@@ -94,4 +94,4 @@ def calibration_tokens(templates: list[str] | tuple[str, ...], prompts: PromptSe
     texts = calibration_texts(templates, prompts.classnames, count, seed)
     if tokenize is not None:
         return tokenize(texts)
-    return clip.tokenize(texts, context_length=context_length, truncate=True)
+    return clip_tokenizer(context_length)(texts)

@@ -29,11 +29,11 @@ import json
 from contextlib import contextmanager
 from typing import Callable, Iterator, Sequence
 
-import clip
 import torch
 import torch.nn.functional as F
 from clip.model import CLIP
 
+from d4c.data.clip_tokenizer import clip_tokenizer
 from d4c.models.family import family_of, model_type_of
 
 PROMPT_BATCH = 512
@@ -61,7 +61,7 @@ def prompt_tokens(classnames: Sequence[str], templates: Sequence[str] | dict, co
             texts.extend(filled)
             owner.extend([index] * len(filled))
         if tokenize is None:
-            tokens = clip.tokenize(texts, context_length=context_length, truncate=True)
+            tokens = clip_tokenizer(context_length)(texts)
         else:
             tokens = tokenize(texts)
             _TOKENIZERS[id(tokenize)] = tokenize

@@ -19,7 +19,6 @@ open_clip is imported only when an open_clip model is met (it pulls in timm and 
 
 from __future__ import annotations
 
-import functools
 import weakref
 from dataclasses import dataclass
 from typing import Callable, ClassVar, Sequence
@@ -27,6 +26,7 @@ from typing import Callable, ClassVar, Sequence
 import torch
 from torch import nn
 
+from d4c.data.clip_tokenizer import clip_tokenizer
 from d4c.data.transforms import CLIP_MEAN, CLIP_STD
 from d4c.errors import D4CError
 
@@ -150,13 +150,6 @@ class ClipFamily:
         return positions <= eot, positions == eot
 
 
-@functools.lru_cache(maxsize=4)
-def _clip_tokenizer(context_length: int) -> Tokenizer:
-    import clip
-
-    return functools.partial(clip.tokenize, context_length=context_length, truncate=True)
-
-
 class OpenAIFamily(ClipFamily):
     """``clip.model.CLIP``: sequence-first towers, masks held by the blocks, CLIP's normalisation."""
 
@@ -168,7 +161,7 @@ class OpenAIFamily(ClipFamily):
 
     @property
     def tokenizer(self) -> Tokenizer:
-        return self._tokenizer or _clip_tokenizer(self.context_length)
+        return self._tokenizer or clip_tokenizer(self.context_length)
 
     @property
     def image_kind(self) -> str | None:
