@@ -12,6 +12,14 @@ several threads they leave cores idle. :class:`DeferredObservations` keeps their
 forward (the output does not depend on them: fake quantization is off) and searches them on a
 thread pool, one single-threaded search per quantizer, each quantizer's batches in the order seen:
 the same ranges, bit for bit, as observing in the forward.
+
+It also searches each distinct input once: the q, k and v projections of a self-attention block read
+the same tensor, so their three input quantizers (same observer settings and state) would run three
+identical searches. A search is a deterministic function of the observer's settings, its state and
+the data, so the first quantizer of such a group searches and the others take its observer's state:
+the same ranges, bit for bit, for a third of the work on those inputs. Inputs count as the same when
+they are equal element for element (checked with ``torch.equal`` when a new input sits at a kept
+input's address, shape and strides), whatever tensor object holds them.
 """
 
 from __future__ import annotations
@@ -35,10 +43,11 @@ DEFERRED_BYTES = 2**30
 
 
 class DeferredObservations:
-    """Activation inputs kept during the calibration forward, then observed on a thread pool.
+    """Activation inputs kept during the calibration forward, then observed on a thread pool, each distinct
+    input searched once per group of equivalent observers.
 
     Args:
-        workers: searches at a time (the pool's threads).
+        workers: searches at a time (the pool's threads; 1 searches one after another).
         max_bytes: the kept inputs' size at which they are searched before the forward goes on
             (default :data:`DEFERRED_BYTES`).
     """
@@ -46,42 +55,68 @@ class DeferredObservations:
     def __init__(self, workers: int, max_bytes: int | None = None) -> None:
         self.workers, self.max_bytes = workers, DEFERRED_BYTES if max_bytes is None else max_bytes
         self.kept: dict[FakeQuantizeBase, list[torch.Tensor]] = {}
+        self.copies: dict[tuple, torch.Tensor] = {}  # (address, shape, strides, dtype) -> the copy kept of it
         self.bytes = 0
+        self.searches = 0
+        """Range searches run so far (a group of quantizers sharing inputs counts once)."""
 
     def __call__(self, quantizer: FakeQuantizeBase, x: torch.Tensor) -> None:
-        # A copy: a later in-place operation of the forward (ResNets' ReLU(inplace=True)) must not change it.
-        self.kept.setdefault(quantizer, []).append(x.detach().clone())
-        self.bytes += x.numel() * x.element_size()
+        x = x.detach()
+        key = (x.data_ptr(), tuple(x.shape), x.stride(), x.dtype)
+        copy = self.copies.get(key)
+        if copy is None or not torch.equal(copy, x):
+            # A copy: a later in-place operation of the forward (ResNets' ReLU(inplace=True)) must not change it.
+            copy = self.copies[key] = x.clone()
+            self.bytes += x.numel() * x.element_size()
+        self.kept.setdefault(quantizer, []).append(copy)
         if self.bytes >= self.max_bytes:
             self.flush()
 
     def flush(self) -> None:
         """Observe everything kept (each quantizer's batches in order), then forget it."""
-        jobs, self.kept, self.bytes = list(self.kept.items()), {}, 0
+        groups: list[tuple[FakeQuantizeBase, list[torch.Tensor], list[FakeQuantizeBase]]] = []
+        for quantizer, batches in self.kept.items():
+            leader = next((g for g in groups if len(g[1]) == len(batches) and all(
+                a is b for a, b in zip(g[1], batches)) and g[0].observer.equivalent(quantizer.observer)), None)
+            if leader is None:
+                groups.append((quantizer, batches, []))
+            else:
+                leader[2].append(quantizer)
+        self.kept, self.copies, self.bytes = {}, {}, 0
+        self.searches += len(groups)
 
-        def observe(job: tuple[FakeQuantizeBase, list[torch.Tensor]]) -> None:
-            quantizer, batches = job
+        def observe(group: tuple[FakeQuantizeBase, list[torch.Tensor], list[FakeQuantizeBase]]) -> None:
+            quantizer, batches, followers = group
             for x in batches:
                 quantizer.observe(x)
+            for follower in followers:
+                follower.observer.adopt(quantizer.observer)
+                follower.update_qparams()
 
-        with intra_op_threads(1), ThreadPoolExecutor(max_workers=self.workers) as pool:
-            list(pool.map(observe, jobs))  # re-raises a search's error here
+        with intra_op_threads(1):
+            if self.workers < 2:
+                for group in groups:
+                    observe(group)
+                return
+            with ThreadPoolExecutor(max_workers=self.workers) as pool:
+                list(pool.map(observe, groups))  # re-raises a search's error here
 
 
 @contextmanager
-def deferred_activation_observers(model: torch.nn.Module, workers: int) -> Iterator[None]:
+def deferred_activation_observers(model: torch.nn.Module, workers: int) -> Iterator[DeferredObservations | None]:
     """While the block runs, ``model``'s MSE activation observers on the CPU keep their inputs; they are
-    searched on ``workers`` threads when it ends (nothing is deferred for ``workers`` < 2)."""
+    searched on ``workers`` threads when it ends (nothing is deferred for ``workers`` < 1: each quantizer
+    searches in the forward). Yields the :class:`DeferredObservations`, or None when nothing is deferred."""
     quantizers = [q for _, q in named_quantizers(model, ACTIVATION) if q.observer.searches
                   and q.scale.device.type == "cpu"]
-    if workers < 2 or not quantizers:
-        yield
+    if workers < 1 or not quantizers:
+        yield None
         return
     deferred = DeferredObservations(workers)
     for quantizer in quantizers:
         quantizer.observation_sink = deferred
     try:
-        yield
+        yield deferred
         deferred.flush()  # calls each quantizer's observe(), not its forward: the sinks may stay until then
     finally:
         for quantizer in quantizers:
@@ -101,8 +136,9 @@ def calibrate(model: torch.nn.Module, images: torch.Tensor, tokens: torch.Tensor
         samples: how many of the first images and texts the activation observers see.
         progress: show a progress bar over the weight observers.
         range_cache: where the weight ranges are looked up and stored (none when None).
-        workers: threads of the MSE activation observers' searches on the CPU (default: torch's intra-op
-            thread count; 1 searches each in the forward).
+        workers: threads of the MSE activation observers' searches on the CPU, run after the forward
+            with shared inputs searched once (default: torch's intra-op thread count; 0 searches each
+            quantizer's input in the forward, as the reference does).
 
     Returns:
         How the weight observers were served (batched layers, from the cache or not).

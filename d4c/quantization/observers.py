@@ -71,6 +71,26 @@ class ObserverBase(nn.Module):
         self.batches += 1
         return x
 
+    def settings(self) -> tuple:
+        """What decides, with the state, the range this observer makes of a batch."""
+        return type(self), self.bit, self.symmetric, self.ch_axis
+
+    def state(self) -> tuple:
+        """What it has kept of the batches seen (tensors last)."""
+        return self.batches, self.min_val, self.max_val
+
+    def equivalent(self, other: "ObserverBase") -> bool:
+        """True when ``other`` would keep exactly what this observer keeps after the same batches."""
+        if self.settings() != other.settings():
+            return False
+        return all(torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b
+                   for a, b in zip(self.state(), other.state()))
+
+    def adopt(self, other: "ObserverBase") -> None:
+        """Take the state of an :meth:`equivalent` observer that has seen batches this one would have seen."""
+        self.batches = other.batches
+        self.min_val, self.max_val = other.min_val.clone(), other.max_val.clone()
+
     def calculate_qparams(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Scale and zero point (``[C]`` tensors, ``C = 1`` per-tensor) of the observed range."""
         if self.batches == 0:
@@ -101,6 +121,16 @@ class _MSEObserverBase(ObserverBase):
     def reset(self) -> None:
         super().reset()
         self.sidedness = None
+
+    def settings(self) -> tuple:
+        return *super().settings(), self.p
+
+    def state(self) -> tuple:
+        return self.sidedness, *super().state()
+
+    def adopt(self, other: "ObserverBase") -> None:
+        super().adopt(other)
+        self.sidedness = other.sidedness
 
     def search(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError

@@ -61,7 +61,7 @@ def test_activation_searches_on_a_thread_pool_give_the_ranges_of_the_forward(nam
     images = torch.randn(8, 3, loaded.resolution, loaded.resolution)
     tokens = clip.tokenize([f"a photo of the digit {i}." for i in range(8)], context_length=77)
     inline = quantize_clip(copy.deepcopy(loaded.model), qconfig)
-    calibrate(inline, images, tokens, progress=False, workers=1)
+    calibrate(inline, images, tokens, progress=False, workers=0)  # each quantizer searches in the forward
     flushes = []
     original = calibration.DeferredObservations.flush
     monkeypatch.setattr(calibration, "DEFERRED_BYTES", 2**20)  # several flushes during the forward
@@ -87,3 +87,65 @@ def test_a_failing_search_stops_calibration_and_leaves_no_sink(fast_qconfig, mon
     with pytest.raises(RuntimeError, match="search failed"):
         calibrate(model, torch.randn(4, 3, 32, 32), clip.tokenize(["a", "b"]), progress=False, workers=2)
     assert all(q.observation_sink is None for _, q in named_quantizers(model))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_shared_inputs_are_searched_once_with_the_ranges_of_separate_searches(workers, fast_qconfig, tiny_vit):
+    qconfig = load_qconfig(_mse_activation_config(fast_qconfig))
+    torch.manual_seed(1)
+    images, tokens = torch.randn(6, 3, 32, 32), clip.tokenize([f"a photo of {i} things" for i in range(6)])
+    inline = quantize_clip(copy.deepcopy(tiny_vit.model), qconfig)
+    calibrate(inline, images, tokens, progress=False, workers=0)
+    deferred = quantize_clip(copy.deepcopy(tiny_vit.model), qconfig)
+    searched = []
+    for name, quantizer in named_quantizers(deferred, "activation"):
+        forward = quantizer.observer.forward
+        quantizer.observer.forward = lambda x, _f=forward, _n=name: (searched.append(_n), _f(x))[1]
+    calibrate(deferred, images, tokens, progress=False, workers=workers)
+    for (n, a), (_, b) in zip(named_quantizers(inline), named_quantizers(deferred)):
+        assert torch.equal(a.scale, b.scale) and torch.equal(a.zero_point, b.zero_point), n
+    # Of each block's q/k/v projections (one input) only one searched; every other quantizer did.
+    blocks = len(tiny_vit.model.visual.transformer.resblocks) + len(tiny_vit.model.transformer.resblocks)
+    mse = sum(1 for _, q in named_quantizers(deferred, "activation") if q.observer.searches)
+    assert len(searched) == len(set(searched)) == mse - 2 * blocks
+    assert not any(".k_proj." in n or ".v_proj." in n for n in searched)
+
+
+def test_an_input_changed_in_place_at_the_same_address_is_kept_again():
+    from d4c.quantization.calibration import DeferredObservations
+    from d4c.quantization.fake_quant import FixedFakeQuantize
+    from d4c.quantization.observers import MSEObserver
+
+    quantizers = [FixedFakeQuantize(MSEObserver(8, False), 8, False) for _ in range(3)]
+    deferred = DeferredObservations(workers=1)
+    x = torch.randn(64, 8)
+    deferred(quantizers[0], x)
+    deferred(quantizers[1], x)  # the same data: shared
+    x.mul_(3)  # same address, new values
+    deferred(quantizers[2], x)
+    kept = [deferred.kept[q][0] for q in quantizers]
+    assert kept[0] is kept[1] and kept[2] is not kept[0] and torch.equal(kept[2], x)
+    deferred.flush()
+    assert deferred.searches == 2
+    solo = FixedFakeQuantize(MSEObserver(8, False), 8, False)
+    solo.observe(x)
+    assert torch.equal(quantizers[2].scale, solo.scale) and torch.equal(quantizers[2].zero_point, solo.zero_point)
+    assert torch.equal(quantizers[0].scale, quantizers[1].scale) and not torch.equal(quantizers[0].scale, solo.scale)
+
+
+def test_observers_of_other_settings_or_state_are_not_grouped():
+    from d4c.quantization.observers import MSEFastObserver, MSEObserver
+
+    x = torch.randn(100)
+    a, b = MSEObserver(8, False), MSEObserver(8, False)
+    assert a.equivalent(b)
+    assert not a.equivalent(MSEObserver(4, False)) and not a.equivalent(MSEFastObserver(8, False))
+    assert not a.equivalent(MSEObserver(8, True)) and not a.equivalent(MSEObserver(8, False, ch_axis=0))
+    b(x)
+    assert not a.equivalent(b)
+    a(x)
+    assert a.equivalent(b)
+    a(x * 2)
+    c = MSEObserver(8, False)
+    c.adopt(a)
+    assert c.equivalent(a) and c.batches == 2 and torch.equal(c.max_val, a.max_val)
