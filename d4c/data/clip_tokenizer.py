@@ -1,23 +1,28 @@
-"""OpenAI CLIP's tokenizer (``clip.tokenize``): the same token ids, several times faster on plain prompts.
+"""CLIP's BPE tokenizers (``clip.tokenize``, open_clip's ``SimpleTokenizer``): the same token ids, several
+times faster on plain prompts.
 
-``clip.tokenize`` encodes each text with ``SimpleTokenizer.encode``: ``ftfy.fix_text``, HTML
-unescaping (twice), ``strip``, whitespace collapsing and ``lower``, then the byte-level BPE of each
-word its pattern finds. On ImageNet's 80,000 classifier prompts ftfy alone takes about 40 % of the
-time, yet it changes nothing on a *plain* text: printable ASCII (``' '`` to ``'~'``) without ``&``.
+Both encode each text the same way: ``ftfy.fix_text``, HTML unescaping (twice), ``strip``,
+whitespace collapsing and (by default) ``lower``, then the byte-level BPE of each word their
+pattern finds. On ImageNet's 80,000 classifier prompts ftfy alone takes about 40 % of the time,
+yet it changes nothing on a *plain* text: printable ASCII (``' '`` to ``'~'``) without ``&``.
 There each of ftfy's fixers is the identity (mojibake, C1 controls, ligatures, full-width
-characters, curly quotes, surrogates and NFC act on non-ASCII characters only; line breaks, terminal
-escapes and control characters are not printable; HTML entities need ``&``), and so is
-``html.unescape``. :class:`ClipTokenizer` therefore
+characters, curly quotes, surrogates and NFC act on non-ASCII characters only; line breaks,
+terminal escapes and control characters are not printable; HTML entities need ``&``), and so is
+``html.unescape``. :class:`FastBpeTokenizer` therefore
 
-* encodes a plain text as ``clip`` would with those identities skipped: ``clip``'s whitespace
-  collapsing (its pattern, compiled once), ``lower`` and word pattern, and each word's ids from ``clip``'s own BPE,
-  memoised per word (the BPE is a pure function of the word);
-* hands every other text to ``clip``'s ``encode`` unchanged;
-* builds the ``[len(texts), context_length]`` tensor in one vectorised step, truncating as
-  ``clip.tokenize`` does (the last kept id replaced by end-of-text) or refusing too long texts.
+* cleans a plain text with the library's own whitespace collapsing and ``lower`` only (clip's
+  whitespace pattern compiled once: the regex module's per-call compile-cache lookup was a third
+  of the time), splits it with the library's word pattern and takes each word's ids from the
+  library's own BPE, memoised per word (the BPE is a pure function of the word);
+* hands every other text to the library's ``encode`` unchanged;
+* builds the ``[len(texts), context_length]`` tensor in one vectorised step, truncating as the
+  library does (the last kept id replaced by end-of-text) or, for ``clip.tokenize(truncate=False)``,
+  refusing too long texts.
 
-The test suite checks the ids against ``clip.tokenize`` on every prompt of the CIFAR and ImageNet
-classifiers and on texts that exercise each ftfy fixer.
+:func:`clip_tokenizer` is OpenAI CLIP's; :func:`fast_tokenizer` wraps an open_clip tokenizer when it is a
+plain ``SimpleTokenizer`` (``clean`` ``lower`` or ``whitespace``, no reduction mask) and returns any
+other tokenizer as it is. The test suite checks the ids against the libraries' on every prompt of the
+CIFAR and ImageNet classifiers and on texts that exercise each ftfy fixer.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from __future__ import annotations
 import functools
 import importlib
 from itertools import chain
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -36,22 +41,23 @@ def is_plain(text: str) -> bool:
     return text.isascii() and text.isprintable() and "&" not in text
 
 
-class ClipTokenizer:
-    """``clip.tokenize`` with a fast path for plain texts (same ids); one per process is enough.
+class FastBpeTokenizer:
+    """A CLIP BPE tokenizer with a fast path for plain texts (same ids).
 
     Args:
-        context_length: ids per row (77 for every OpenAI CLIP).
+        base: the library's tokenizer object (its ``encode``, ``bpe``, ``pat``, ``encoder``,
+            ``byte_encoder``).
+        clean_plain: the library's cleaning of a plain text (ftfy and unescaping left out).
+        sot, eot: the start- and end-of-text ids.
+        context_length: ids per row.
         truncate: cut too long texts (ending them with end-of-text) instead of raising.
     """
 
-    def __init__(self, context_length: int = 77, truncate: bool = True) -> None:
-        simple = importlib.import_module("clip.simple_tokenizer")
-        self.base = importlib.import_module("clip.clip")._tokenizer  # clip's own instance: its BPE cache is shared
-        # clip's whitespace_clean and re.findall, with their patterns compiled once (the regex module's
-        # per-call compile-cache lookup was a third of the time).
-        self.whitespace = simple.re.compile(r"\s+")
+    def __init__(self, base, clean_plain: Callable[[str], str], sot: int, eot: int, context_length: int,
+                 truncate: bool = True) -> None:
+        self.base, self.clean_plain = base, clean_plain
+        self.sot, self.eot = sot, eot
         self.context_length, self.truncate = context_length, truncate
-        self.sot, self.eot = self.base.encoder["<|startoftext|>"], self.base.encoder["<|endoftext|>"]
         self.word_ids: dict[str, list[int]] = {}
 
     def _word(self, word: str) -> list[int]:
@@ -63,18 +69,18 @@ class ClipTokenizer:
         return ids
 
     def encode(self, text: str) -> list[int]:
-        """The BPE ids of ``text`` without start/end tokens: ``SimpleTokenizer.encode``'s."""
+        """The BPE ids of ``text`` without start/end tokens: the library's ``encode``."""
         if not is_plain(text):
             return self.base.encode(text)
         ids: list[int] = []
-        for word in self.base.pat.findall(self.whitespace.sub(" ", text.strip()).strip().lower()):
+        for word in self.base.pat.findall(self.clean_plain(text)):
             ids.extend(self._word(word))
         return ids
 
-    def __call__(self, texts: str | Sequence[str]) -> torch.Tensor:
-        """``[len(texts), context_length]`` int64 ids, zero-padded: ``clip.tokenize(texts, context_length, truncate)``."""
+    def __call__(self, texts: str | Sequence[str], context_length: int | None = None) -> torch.Tensor:
+        """``[len(texts), context_length]`` int64 ids, zero-padded, as the library's tokenizer makes them."""
         texts = [texts] if isinstance(texts, str) else list(texts)
-        rows, limit = [], self.context_length
+        rows, limit = [], context_length or self.context_length
         for text in texts:
             ids = [self.sot, *self.encode(text), self.eot]
             if len(ids) > limit:
@@ -92,6 +98,37 @@ class ClipTokenizer:
 
 
 @functools.lru_cache(maxsize=8)
-def clip_tokenizer(context_length: int = 77, truncate: bool = True) -> ClipTokenizer:
-    """The process's :class:`ClipTokenizer` for these settings (a stable object: memos may key on it)."""
-    return ClipTokenizer(context_length, truncate)
+def clip_tokenizer(context_length: int = 77, truncate: bool = True) -> FastBpeTokenizer:
+    """``clip.tokenize(texts, context_length, truncate)`` as a :class:`FastBpeTokenizer` on clip's own tokenizer
+    instance; one per setting in a process (a stable object: memos may key on it)."""
+    simple = importlib.import_module("clip.simple_tokenizer")
+    base = importlib.import_module("clip.clip")._tokenizer
+    whitespace = simple.re.compile(r"\s+")  # clip's whitespace_clean pattern, compiled once
+
+    def clean_plain(text: str) -> str:
+        return whitespace.sub(" ", text.strip()).strip().lower()
+
+    return FastBpeTokenizer(base, clean_plain, base.encoder["<|startoftext|>"], base.encoder["<|endoftext|>"],
+                            context_length, truncate)
+
+
+def fast_tokenizer(tokenizer: Callable):
+    """``tokenizer`` (an open_clip tokenizer) as a :class:`FastBpeTokenizer` when it is a plain
+    ``open_clip.tokenizer.SimpleTokenizer`` (clean ``lower`` or ``whitespace``, no reduction mask), else
+    ``tokenizer`` itself."""
+    try:
+        oc = importlib.import_module("open_clip.tokenizer")
+    except ImportError:
+        return tokenizer
+    if type(tokenizer) is not oc.SimpleTokenizer or getattr(tokenizer, "reduction_fn", None) is not None:
+        return tokenizer
+    if tokenizer.clean_fn is oc._clean_lower:
+        def clean_plain(text: str) -> str:
+            return oc.whitespace_clean(text.strip()).lower()
+    elif tokenizer.clean_fn is oc._clean_whitespace:
+        def clean_plain(text: str) -> str:
+            return oc.whitespace_clean(text.strip())
+    else:
+        return tokenizer
+    return FastBpeTokenizer(tokenizer, clean_plain, tokenizer.sot_token_id, tokenizer.eot_token_id,
+                            tokenizer.context_length)

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from d4c.data.clip_tokenizer import fast_tokenizer
 from d4c.errors import D4CError
 from d4c.models.family import RESNET, VIT, ClipFamily, Tokenizer, TransformerTower, output_token_mask
 
@@ -67,7 +68,7 @@ def config_reason(config: dict[str, Any]) -> str | None:
 def _simple_tokenizer(context_length: int):
     from open_clip.tokenizer import SimpleTokenizer
 
-    return SimpleTokenizer(context_length=context_length)
+    return fast_tokenizer(SimpleTokenizer(context_length=context_length))
 
 
 def _square(size: Any) -> int | None:

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from d4c.data.clip_tokenizer import fast_tokenizer
 from d4c.errors import D4CError
 from d4c.models.family import RESNET, VIT, attach_tokenizer, family_of
 from d4c.models.open_clip_family import config_reason, unsupported
@@ -265,6 +266,6 @@ def load_open_clip(name: str, pretrained: str | None, cache_dir: str | None) -> 
         tokenizer = _tokenizer(name, config, cache_dir)
     family_of(model).check_supported(name)
     if tokenizer is not None:
-        attach_tokenizer(model, tokenizer)
+        attach_tokenizer(model, fast_tokenizer(tokenizer))
     preprocess = image_transform_v2(PreprocessCfg(**get_model_preprocess_cfg(model)), is_train=False)
     return model.float().eval(), source, preprocess

@@ -13,7 +13,7 @@ import torch
 
 import d4c
 
-from d4c.data.clip_tokenizer import ClipTokenizer, clip_tokenizer, is_plain
+from d4c.data.clip_tokenizer import clip_tokenizer, fast_tokenizer, is_plain
 from d4c.data.prompts import calibration_texts, calibration_tokens
 
 TEMPLATES = Path(d4c.__file__).parent / "template"
@@ -39,14 +39,14 @@ def _classifier_prompts(dataset: str) -> list[str]:
 @pytest.mark.parametrize("dataset", ["cifar10", "cifar100", "imagenet1k"])
 def test_classifier_prompts_match_clip(dataset):
     texts = _classifier_prompts(dataset)
-    assert torch.equal(ClipTokenizer()(texts), clip.tokenize(texts, truncate=True))
+    assert torch.equal(clip_tokenizer()(texts), clip.tokenize(texts, truncate=True))
 
 
 @pytest.mark.parametrize("name", ["custom_classnames_templates.json", "digits_classnames_templates.json"])
 def test_packaged_prompt_files_match_clip(name):
     data = json.loads((TEMPLATES / name).read_text())
     texts = [t.format(c=c) for t in data["templates"] for c in data["classnames"]]
-    assert torch.equal(ClipTokenizer()(texts), clip.tokenize(texts, truncate=True))
+    assert torch.equal(clip_tokenizer()(texts), clip.tokenize(texts, truncate=True))
 
 
 # Texts each of ftfy's fixers or html.unescape changes, and texts around the plain/other boundary.
@@ -80,7 +80,7 @@ PLAIN = [
 @pytest.mark.parametrize("text", NOT_PLAIN + PLAIN)
 def test_every_text_matches_clip(text):
     assert is_plain(text) == (text in PLAIN)
-    assert torch.equal(ClipTokenizer()([text]), clip.tokenize([text], truncate=True))
+    assert torch.equal(clip_tokenizer()([text]), clip.tokenize([text], truncate=True))
 
 
 def test_random_printable_ascii_matches_clip():
@@ -88,26 +88,26 @@ def test_random_printable_ascii_matches_clip():
     alphabet = string.printable  # includes &, tabs and line breaks: both paths
     texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 60))) for _ in range(2000)]
     assert any(is_plain(t) for t in texts) and any(not is_plain(t) for t in texts)
-    assert torch.equal(ClipTokenizer()(texts), clip.tokenize(texts, truncate=True))
+    assert torch.equal(clip_tokenizer()(texts), clip.tokenize(texts, truncate=True))
 
 
 def test_truncation_and_context_length_match_clip():
     long = " ".join(f"word{i}" for i in range(200))
     for length in (77, 16, 5):
-        ours = ClipTokenizer(context_length=length)([long, "short text"])
+        ours = clip_tokenizer(length)([long, "short text"])
         assert torch.equal(ours, clip.tokenize([long, "short text"], context_length=length, truncate=True))
-        assert int(ours[0, -1]) == ClipTokenizer().eot
+        assert int(ours[0, -1]) == clip_tokenizer().eot
 
 
 def test_too_long_is_refused_without_truncate():
     with pytest.raises(RuntimeError, match="too long for context length 8"):
-        ClipTokenizer(context_length=8, truncate=False)(["one two three four five six seven eight nine"])
-    assert ClipTokenizer(context_length=8, truncate=False)(["one two"]).shape == (1, 8)
+        clip_tokenizer(8, truncate=False)(["one two three four five six seven eight nine"])
+    assert clip_tokenizer(8, truncate=False)(["one two"]).shape == (1, 8)
 
 
 def test_single_string_and_empty_list():
-    assert torch.equal(ClipTokenizer()("a dog"), clip.tokenize("a dog"))
-    assert ClipTokenizer()([]).shape == (0, 77)
+    assert torch.equal(clip_tokenizer()("a dog"), clip.tokenize("a dog"))
+    assert clip_tokenizer()([]).shape == (0, 77)
 
 
 def test_one_tokenizer_per_setting_and_used_by_the_stages():
@@ -120,3 +120,43 @@ def test_one_tokenizer_per_setting_and_used_by_the_stages():
 
 class _PromptsStub:
     classnames = ["dog", "cat", "jack-o'-lantern", "caf\u00e9"]
+
+
+# open_clip's SimpleTokenizer: the same fast path where its cleaning allows it, the library's own ids.
+
+def _open_clip_texts() -> list[str]:
+    rng = random.Random(1)
+    noise = ["".join(rng.choice(string.printable) for _ in range(rng.randint(0, 60))) for _ in range(500)]
+    return _classifier_prompts("imagenet1k")[::20] + NOT_PLAIN + PLAIN + noise + [" ".join(["word"] * 100)]
+
+
+@pytest.mark.parametrize("clean", ["lower", "whitespace"])
+def test_open_clip_simple_tokenizer_ids_match(clean):
+    from open_clip.tokenizer import SimpleTokenizer
+
+    original = SimpleTokenizer(context_length=77, clean=clean)
+    fast = fast_tokenizer(original)
+    assert fast is not original
+    texts = _open_clip_texts()
+    assert torch.equal(fast(texts), original(texts))
+    assert torch.equal(fast(texts[:50], context_length=20), original(texts[:50], context_length=20))
+
+
+def test_other_open_clip_tokenizers_are_kept_as_they_are():
+    from open_clip.tokenizer import SimpleTokenizer
+
+    for kept in (SimpleTokenizer(clean="canonicalize"), SimpleTokenizer(reduction_mask="simple"),
+                 clip.tokenize):
+        assert fast_tokenizer(kept) is kept
+
+
+def test_the_open_clip_family_tokenizes_with_the_fast_tokenizer_and_open_clips_ids():
+    import open_clip
+
+    from d4c.models.loading import load_clip
+
+    loaded = load_clip("tiny-vit", model_type="open_clip")
+    texts = _open_clip_texts()
+    ours = loaded.family.tokenizer
+    assert type(ours).__name__ == "FastBpeTokenizer"
+    assert torch.equal(loaded.family.tokenize(texts), open_clip.tokenize(texts, context_length=77))
