@@ -112,7 +112,7 @@ def clip_tokenizer(context_length: int = 77, truncate: bool = True) -> FastBpeTo
                             context_length, truncate)
 
 
-def fast_tokenizer(tokenizer: Callable):
+def fast_tokenizer(tokenizer: Callable) -> Callable:
     """``tokenizer`` (an open_clip tokenizer) as a :class:`FastBpeTokenizer` when it is a plain
     ``open_clip.tokenizer.SimpleTokenizer`` (clean ``lower`` or ``whitespace``, no reduction mask), else
     ``tokenizer`` itself."""
@@ -122,6 +122,7 @@ def fast_tokenizer(tokenizer: Callable):
         return tokenizer
     if type(tokenizer) is not oc.SimpleTokenizer or getattr(tokenizer, "reduction_fn", None) is not None:
         return tokenizer
+    # The tokenizer keeps its cleaning function, not its name: compare with the library's own functions.
     if tokenizer.clean_fn is oc._clean_lower:
         def clean_plain(text: str) -> str:
             return oc.whitespace_clean(text.strip()).lower()
