@@ -13,6 +13,13 @@ observers are timed cold (no cache) and warm (from the weight-range cache a swee
 hit). ``--compare REV`` also runs every row with the code of git revision ``REV`` (exported with
 ``git archive``), alternating before/after, so both see the same machine and load; each row records
 wall and CPU seconds and the load average. Writes ``benchmarks/results/calibration_full.json``.
+
+``--load N`` runs N busy-loop processes beside every row (before and after alike): the shared,
+loaded machine the issue's figures came from (load average about N + 2), where code whose searches
+use several intra-op threads waits at every operation's barrier. Those rows go to
+``benchmarks/results/calibration_full_loaded.json``.
+
+    python benchmarks/bench_calibration_full.py --models random:ViT-B/32 --samples 8 --texts 16 --load 7 --compare cf593b4
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import subprocess
 import sys
 import tempfile
 import threading
@@ -73,10 +81,11 @@ def time_row(row: dict) -> dict:
             return out
 
         quantizer.observer.forward = timed_forward
-    samples, res = row["samples"], loaded.resolution
+    samples, texts, res = row["samples"], row.get("texts") or row["samples"], loaded.resolution
     images = torch.randn(samples, 3, res, res, generator=torch.Generator().manual_seed(0))
-    tokens = clip.tokenize([f"a photo of thing number {i}." for i in range(samples)])
+    tokens = clip.tokenize([f"a photo of thing number {i}." for i in range(texts)])
     out = {"model": row["model"], "config": Path(row["config"]).stem, "code": code, "samples": samples,
+           "texts": texts, "load_processes": row.get("load", 0),
            "torch_threads": torch.get_num_threads(), "load_before": load_average()}
     with torch.no_grad():
         set_quant_state(model, observe=True, quantize=False, role=ACTIVATION)
@@ -118,11 +127,29 @@ def time_row(row: dict) -> dict:
     return out
 
 
+@contextlib.contextmanager
+def busy_processes(count: int):
+    """``count`` single-threaded busy loops (other processes) while the block runs."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        if procs:
+            time.sleep(2.0)  # let the load build before the row starts
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--config", default="./exp/config48.yaml")
-    parser.add_argument("--samples", type=int, default=32, help="images and texts of the activation pass")
+    parser.add_argument("--samples", type=int, default=32, help="images (and texts) of the activation pass")
+    parser.add_argument("--texts", type=int, default=None, help="texts of the activation pass (default: --samples)")
+    parser.add_argument("--load", type=int, default=0, metavar="N",
+                        help="busy-loop processes running beside every row: the loaded shared machine a "
+                             "measurement was taken on (load average about N + 2)")
     parser.add_argument("--compare", default=None, metavar="REV", help="git revision to pair every row with")
     parser.add_argument("--after", default=None, metavar="REV",
                         help="git revision of the 'after' rows (default: the working tree)")
@@ -136,13 +163,14 @@ def main() -> None:
     after = export_revision(args.after) if args.after else (None, "working tree")
     records = []
     for name in args.models:
-        row = {"model": name, "config": args.config, "samples": args.samples}
+        row = {"model": name, "config": args.config, "samples": args.samples, "texts": args.texts, "load": args.load}
         for pair in range(args.pairs):
             runs = ([("before", before[0])] if before else []) + [("after", after[0])]
             if pair % 2:
                 runs.reverse()  # alternate the order so a load trend favours neither side
             for label, code in runs:
-                record = run_row(SCRIPT, row, code)
+                with busy_processes(args.load):
+                    record = run_row(SCRIPT, row, code)
                 record.update(label=label, pair=pair, revision=before[1] if label == "before" else after[1])
                 records.append(record)
                 print(f"{name} {label}: activations {record['activation_s']} s, weights {record['weight_s']} s"
@@ -162,7 +190,8 @@ def main() -> None:
                                 "activation_speedup": round(b["activation_s"] / a["activation_s"], 1)})
     import torch
 
-    path = write_results("calibration_full", torch.device("cpu"), {**vars(args), "summary": summary}, records)
+    name = "calibration_full_loaded" if args.load else "calibration_full"
+    path = write_results(name, torch.device("cpu"), {**vars(args), "summary": summary}, records)
     print(format_table(records, ["model", "label", "activation_s", "weight_s", "weight_warm_s", "total_s",
                                  "load_before", "load_after"]))
     if summary:

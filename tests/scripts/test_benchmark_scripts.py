@@ -33,3 +33,22 @@ def test_the_script_parses_its_flags(script, monkeypatch, capsys):
 
 def test_every_benchmark_script_is_checked():
     assert len(SCRIPTS) >= 12 and "bench_mse_search.py" in SCRIPTS
+
+
+def test_busy_processes_run_during_the_block_and_are_gone_after(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    busy_processes = runpy.run_path(str(BENCHMARKS / "bench_calibration_full.py"))["busy_processes"]
+    seen = []
+    real_popen = __import__("subprocess").Popen
+
+    def recording_popen(*args, **kwargs):
+        proc = real_popen(*args, **kwargs)
+        seen.append(proc)
+        return proc
+
+    monkeypatch.setattr("subprocess.Popen", recording_popen)
+    with busy_processes(2):
+        assert len(seen) == 2 and all(proc.poll() is None for proc in seen)  # both still running
+    assert all(proc.poll() is not None for proc in seen)  # killed and reaped
+    with busy_processes(0):
+        assert len(seen) == 2  # none started
