@@ -19,7 +19,8 @@ loaded machine the issue's figures came from (load average about N + 2), where c
 use several intra-op threads waits at every operation's barrier. Those rows go to
 ``benchmarks/results/calibration_full_loaded.json``.
 
-    python benchmarks/bench_calibration_full.py --models random:ViT-B/32 --samples 8 --texts 16 --load 7 --compare cf593b4
+    python benchmarks/bench_calibration_full.py --models random:ViT-B/32 --samples 8 --texts 16 \
+        --load 7 --compare cf593b4
 """
 
 from __future__ import annotations

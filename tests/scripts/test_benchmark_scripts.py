@@ -7,6 +7,7 @@ would only show there; ``--help`` runs each script's module code and parser in t
 from __future__ import annotations
 
 import runpy
+import subprocess
 import sys
 from pathlib import Path
 
@@ -39,14 +40,14 @@ def test_busy_processes_run_during_the_block_and_are_gone_after(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     busy_processes = runpy.run_path(str(BENCHMARKS / "bench_calibration_full.py"))["busy_processes"]
     seen = []
-    real_popen = __import__("subprocess").Popen
+    real_popen = subprocess.Popen
 
     def recording_popen(*args, **kwargs):
         proc = real_popen(*args, **kwargs)
         seen.append(proc)
         return proc
 
-    monkeypatch.setattr("subprocess.Popen", recording_popen)
+    monkeypatch.setattr(subprocess, "Popen", recording_popen)
     with busy_processes(2):
         assert len(seen) == 2 and all(proc.poll() is None for proc in seen)  # both still running
     assert all(proc.poll() is not None for proc in seen)  # killed and reaped
